@@ -1,0 +1,137 @@
+"""One way to load tokenizers, policies and reward models for every stage."""
+
+import importlib.util
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from trl import get_peft_config, get_quantization_config
+
+from .config import ModelArguments
+from .tiny import build_tiny_model, is_tiny
+from .tokenizers import FALLBACK_CHAT_TEMPLATE, build_byte_tokenizer
+
+_DROPOUT_FIELDS = (
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
+
+
+def load_tokenizer(args: ModelArguments, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer, with a pad token and a chat template guaranteed.
+
+    A tokenizer without a pad token reuses EOS for padding; one without a chat template gets
+    the HH-style fallback template (`Human: ...` / `Assistant: ...`).
+    """
+    name = args.tokenizer_name_or_path or args.model_name_or_path
+    if is_tiny(name):
+        tokenizer = build_byte_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=args.model_revision, trust_remote_code=trust_remote_code
+        )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"Tokenizer {name!r} has neither a pad nor an EOS token; set one before training.")
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _config_overrides(args: ModelArguments) -> dict:
+    overrides = dict(args.model_config_overrides or {})
+    if args.dropout is not None:
+        overrides["_dropout"] = args.dropout
+    return overrides
+
+
+def _apply_overrides(config, overrides: dict):
+    dropout = overrides.pop("_dropout", None)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    if dropout is not None:
+        for key in _DROPOUT_FIELDS:
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    return config
+
+
+def _quantization_kwargs(args: ModelArguments) -> dict:
+    quantization_config = get_quantization_config(args)
+    if quantization_config is None:
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            "load_in_4bit/load_in_8bit need bitsandbytes: pip install 'rlhf-recipes[quantization]'."
+        )
+    if not args.use_peft:
+        raise ValueError("A 4/8-bit base model can only be trained with LoRA: set use_peft: true (QLoRA).")
+    return {"quantization_config": quantization_config}
+
+
+def _dtype(args: ModelArguments):
+    if args.dtype in (None, "auto"):
+        return args.dtype
+    return getattr(torch, args.dtype)
+
+
+def load_model(
+    args: ModelArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str = "causal-lm",
+    name_or_path: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM (`task="causal-lm"`) or a scalar-output reward/value model (`"seq-cls"`).
+
+    `name_or_path` defaults to `args.model_name_or_path`; the other fields (dtype, overrides,
+    quantization, remote code) apply either way. A reward model loaded from a causal-LM
+    checkpoint gets a freshly initialised score head, as in InstructGPT.
+    """
+    name = name_or_path or args.model_name_or_path
+    overrides = _config_overrides(args)
+    if is_tiny(name):
+        dropout = overrides.pop("_dropout", None)
+        model = build_tiny_model(name, tokenizer, task, overrides)
+        _apply_overrides(model.config, {"_dropout": dropout} if dropout is not None else {})
+        dtype = _dtype(args)
+        return model.to(dtype) if isinstance(dtype, torch.dtype) else model
+    config = AutoConfig.from_pretrained(name, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    _apply_overrides(config, overrides)
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    auto_class = AutoModelForCausalLM
+    if task == "seq-cls":
+        auto_class = AutoModelForSequenceClassification
+        config.num_labels = 1
+    return auto_class.from_pretrained(
+        name,
+        config=config,
+        revision=args.model_revision,
+        trust_remote_code=trust_remote_code,
+        dtype=_dtype(args),
+        attn_implementation=args.attn_implementation,
+        **_quantization_kwargs(args),
+    )
+
+
+def peft_config_for(args: ModelArguments, task_type: str | None = None):
+    """TRL's `LoraConfig` from the YAML fields, or None without `use_peft`."""
+    config = get_peft_config(args)
+    if config is not None and task_type is not None:
+        config.task_type = task_type
+    return config

@@ -1,0 +1,54 @@
+"""Argument parsing shared by every recipe: TRL's `TrlParser` (YAML via --config, CLI flags
+override YAML) with errors that name unknown keys and suggest the closest valid one."""
+
+import difflib
+import sys
+from collections.abc import Sequence
+
+import torch
+import yaml
+from trl import TrlParser
+
+
+class ConfigError(ValueError):
+    """A recipe configuration that cannot run; raised before any model is loaded."""
+
+
+def _suggest(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_keys(argv: list[str], valid: set[str]) -> list[tuple[str, str]]:
+    unknown = []
+    if "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        if not isinstance(config, dict):
+            raise ConfigError(f"Config file {path} must contain a YAML mapping of field: value.")
+        unknown += [(key, f"config file {path}") for key in config if key not in valid | {"env"}]
+    for token in argv:
+        key = token[2:].split("=", 1)[0].replace("-", "_")
+        if token.startswith("--") and key not in valid | {"config"}:
+            unknown.append((key, "command line"))
+    return unknown
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
+    """Parse `--config file.yaml` plus command-line flags into the given dataclasses.
+
+    Unknown keys, in the YAML or on the command line, raise `ConfigError` naming each key and
+    where it came from, before any dataclass is built. Without CUDA, `bf16` defaults to false and
+    `use_cpu` to true (TRL defaults bf16 to true, which fails on a CPU); YAML and flags still win.
+    """
+    parser = TrlParser(dataclass_types=list(dataclass_types))
+    valid = {action.dest for action in parser._actions if action.dest != "help"}
+    if not torch.cuda.is_available():
+        parser.set_defaults(**{key: value for key, value in (("bf16", False), ("use_cpu", True)) if key in valid})
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_keys(argv, valid)
+    if unknown:
+        details = "; ".join(f"{key!r} in the {where}{_suggest(key, sorted(valid))}" for key, where in unknown)
+        raise ConfigError(f"Unknown argument(s): {details}.")
+    return tuple(parser.parse_args_and_config(argv))

@@ -1,0 +1,35 @@
+import pytest
+from trl import SFTConfig
+
+from rlhf_recipes.models import ModelArguments
+from rlhf_recipes.parsing import ConfigError, parse_args
+
+
+def test_yaml_values_are_overridden_by_flags(tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text("model_name_or_path: tiny:opt\nmax_steps: 7\nlearning_rate: 0.5\n")
+    model_args, sft_args = parse_args(
+        [ModelArguments, SFTConfig], ["--config", str(config), "--max_steps", "5", "--output_dir", str(tmp_path)]
+    )
+    assert model_args.model_name_or_path == "tiny:opt"
+    assert sft_args.max_steps == 5
+    assert sft_args.learning_rate == 0.5
+
+
+def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text("model_name_or_path: tiny:opt\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"'learning_rat' in the config file .*did you mean 'learning_rate'"):
+        parse_args([ModelArguments, SFTConfig], ["--config", str(config)])
+
+
+def test_unknown_flag_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'lora_rr' in the command line .*did you mean 'lora_r'"):
+        parse_args([ModelArguments, SFTConfig], ["--output_dir", str(tmp_path), "--lora_rr", "8"])
+
+
+def test_config_that_is_not_a_mapping_is_rejected(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="YAML mapping"):
+        parse_args([ModelArguments, SFTConfig], ["--config", str(config)])
