@@ -1,0 +1,122 @@
+"""Per-stage metrics: generation cut at EOS, log-probabilities and RM scores that do not depend on
+padding, KL zero against itself, gold metrics on hand-made answers, the ranked-first rate."""
+
+import pytest
+import torch
+from transformers import set_seed
+
+from rlhf_recipes.demo.metrics import (
+    evaluate_policy,
+    generate_responses,
+    gold_metrics,
+    ranked_first_rate,
+    reward_scores,
+    sequence_logprobs,
+)
+from rlhf_recipes.demo.task import VOCABULARY, gold_answer
+from rlhf_recipes.models import build_tiny_model, build_word_tokenizer
+
+PROMPTS = ["Q: max 3 7 1 4 A:", "Q: max 1 2 3 9 A:", "Q: max 5 5 0 2 A:"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_word_tokenizer(VOCABULARY)
+
+
+@pytest.fixture(scope="module")
+def policy(tokenizer):
+    set_seed(0)
+    return build_tiny_model("tiny:opt", tokenizer).eval()
+
+
+class GoldRewardModel(torch.nn.Module):
+    """Scores +1 for exactly the correct answer then EOS, else -1, or the reverse when `inverted`."""
+
+    def __init__(self, tokenizer, inverted=False):
+        super().__init__()
+        self.tokenizer, self.sign = tokenizer, -1.0 if inverted else 1.0
+
+    def forward(self, input_ids, attention_mask):
+        scores = []
+        for row, mask in zip(input_ids, attention_mask):
+            text = self.tokenizer.decode(row[mask.bool()])
+            prompt, answer = text.split("A:", 1)
+            good = answer.split() == [gold_answer(prompt + "A:"), "</s>"]
+            scores.append(self.sign * (1.0 if good else -1.0))
+        return type("Output", (), {"logits": torch.tensor(scores)[:, None]})()
+
+
+def test_generated_responses_stop_after_eos_and_respect_the_limit(policy, tokenizer):
+    responses = generate_responses(policy, tokenizer, PROMPTS * 10, do_sample=True, max_new_tokens=5, seed=1)
+    assert len(responses) == 30
+    for response in responses:
+        assert 1 <= len(response) <= 5
+        assert tokenizer.eos_token_id not in response[:-1]
+        assert tokenizer.pad_token_id not in response
+
+
+def test_greedy_is_deterministic_and_sampling_is_seeded(policy, tokenizer):
+    greedy = generate_responses(policy, tokenizer, PROMPTS, do_sample=False)
+    assert greedy == generate_responses(policy, tokenizer, PROMPTS, do_sample=False)
+    many = PROMPTS * 20
+    assert generate_responses(policy, tokenizer, many, True, seed=3) == generate_responses(policy, tokenizer, many, True, seed=3)
+    assert generate_responses(policy, tokenizer, many, True, seed=3) != generate_responses(policy, tokenizer, many, True, seed=4)
+
+
+def test_sequence_logprobs_match_a_hand_computation_and_ignore_padding(policy, tokenizer):
+    prompts = ["Q: max 3 A:", "Q: max 3 7 1 4 A:"]
+    responses = [[tokenizer.convert_tokens_to_ids("3"), tokenizer.eos_token_id], [tokenizer.convert_tokens_to_ids("7")]]
+    batched = sequence_logprobs(policy, tokenizer, prompts, responses)
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        ids = torch.tensor([tokenizer(prompt)["input_ids"] + response])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(policy(input_ids=ids).logits[0, :-1], -1)
+        start = ids.shape[1] - len(response)
+        expected = sum(logprobs[pos - 1, ids[0, pos]] for pos in range(start, ids.shape[1]))
+        assert batched[i].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_reward_scores_do_not_depend_on_padding(tokenizer):
+    set_seed(0)
+    reward_model = build_tiny_model("tiny:opt", tokenizer, task="seq-cls").eval()
+    prompts = ["Q: max 3 A:", "Q: max 3 7 1 4 A:"]
+    responses = [[tokenizer.convert_tokens_to_ids("3"), tokenizer.eos_token_id]] * 2
+    together = reward_scores(reward_model, tokenizer, prompts, responses)
+    alone = torch.cat([reward_scores(reward_model, tokenizer, [p], [r]) for p, r in zip(prompts, responses)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_gold_metrics_on_hand_made_answers():
+    prompts = ["Q: max 3 7 1 4 A:", "Q: max 1 2 3 9 A:", "Q: max 1 2 3 9 A:", "Q: max 5 5 0 2 A:"]
+    metrics = gold_metrics(prompts, ["7", "1", "9 9 9", "5"], "greedy")
+    assert metrics["greedy_accuracy"] == 0.5
+    assert metrics["greedy_accuracy_hard"] == 0.0
+    assert metrics["greedy_repetition"] == 0.25
+    assert metrics["greedy_length"] == 1.5
+
+
+def test_ranked_first_rate_tells_a_gold_rm_from_an_inverted_one(tokenizer):
+    assert ranked_first_rate(GoldRewardModel(tokenizer), tokenizer, PROMPTS) == 1.0
+    assert ranked_first_rate(GoldRewardModel(tokenizer, inverted=True), tokenizer, PROMPTS) == 0.0
+
+
+def test_evaluate_policy_reports_every_metric_and_zero_kl_to_itself(policy, tokenizer):
+    evaluation = evaluate_policy(
+        policy, tokenizer, PROMPTS, reward_model=GoldRewardModel(tokenizer), reference=policy, seed=0
+    )
+    metrics = evaluation.metrics
+    assert metrics["kl_to_sft"] == pytest.approx(0.0, abs=1e-5)
+    for key in ("greedy_accuracy", "sampled_accuracy", "sampled_repetition", "greedy_rm_score", "sampled_eos_rate"):
+        assert key in metrics
+    expected_rm = sum(1.0 if a == gold_answer(p) else -1.0 for p, a in zip(PROMPTS, evaluation.greedy_answers)) / 3
+    assert metrics["greedy_rm_score"] == pytest.approx(expected_rm)
+    assert len(evaluation.greedy_answers) == len(evaluation.sampled_answers) == 3
+
+
+def test_kl_to_a_different_reference_is_positive(policy, tokenizer):
+    set_seed(1)
+    other = build_tiny_model("tiny:opt", tokenizer).eval()
+    evaluation = evaluate_policy(policy, tokenizer, PROMPTS * 30, reference=other, gold=False)
+    assert evaluation.metrics["kl_to_sft"] > 0
+    assert "greedy_accuracy" not in evaluation.metrics
