@@ -1,0 +1,51 @@
+"""The canonical record every adapter produces, and its Arrow schema.
+
+A record always has the four columns `prompt`, `completion`, `chosen`, `rejected`; the ones a
+source does not fill are None. A preference source fills prompt/chosen/rejected, an SFT source
+prompt/completion, a prompt-only source just prompt. Within one dataset all filled values are
+either strings or all lists of `{"role", "content"}` messages (TRL's "conversational" format).
+"""
+
+from datasets import Dataset, Features, List, Value
+
+COLUMNS = ("prompt", "completion", "chosen", "rejected")
+RESPONSE_COLUMNS = COLUMNS[1:]
+MESSAGE = {"role": Value("string"), "content": Value("string")}
+
+
+def is_conversational(record: dict) -> bool:
+    """True when the record's values are message lists rather than strings."""
+    return any(isinstance(record.get(column), list) for column in COLUMNS)
+
+
+def to_messages(record: dict) -> dict:
+    """A string record as messages: the prompt becomes one user turn, each response one assistant turn."""
+    if is_conversational(record):
+        return record
+    converted = {column: record.get(column) for column in COLUMNS}
+    if isinstance(converted["prompt"], str):
+        converted["prompt"] = [{"role": "user", "content": converted["prompt"]}]
+    for column in RESPONSE_COLUMNS:
+        if isinstance(converted[column], str):
+            converted[column] = [{"role": "assistant", "content": converted[column]}]
+    return converted
+
+
+def features(conversational: bool) -> Features:
+    """The Arrow schema of canonical records, strings or conversational."""
+    value = List(MESSAGE) if conversational else Value("string")
+    return Features({column: value for column in COLUMNS})
+
+
+def to_dataset(records: list[dict]) -> Dataset:
+    """Canonical records as a Dataset; string records are turned into messages if any record is conversational."""
+    conversational = any(is_conversational(record) for record in records)
+    if conversational:
+        records = [to_messages(record) for record in records]
+    rows = [{column: record.get(column) for column in COLUMNS} for record in records]
+    return Dataset.from_list(rows, features=features(conversational))
+
+
+def dataset_is_conversational(dataset: Dataset) -> bool:
+    """True for a canonical dataset of message lists."""
+    return not isinstance(dataset.features["prompt"], Value)
