@@ -1,0 +1,128 @@
+"""Training curves as PNG files (matplotlib, Agg backend: no display needed).
+
+Inputs are the stages' own logs: HF Trainer `log_history` records (SFT, reward model, stage-0
+pretraining) and the PPO trainer's JSONL records. Each plot function draws only the series
+that exist and returns None, writing nothing, when none does.
+"""
+
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+Series = tuple[str, list[float], list[float]]
+
+# PPO panels: title -> candidate log keys, drawn when present.
+PPO_PANELS = {
+    "Actor (policy) loss": ("loss/policy", "loss/ptx"),
+    "Critic (value) loss": ("loss/value",),
+    "Reward": ("objective/scores", "objective/rlhf_reward"),
+    "KL to reference": ("objective/kl",),
+    "KL coefficient": ("kl_coef",),
+}
+
+
+@dataclass
+class Panel:
+    """One subplot: a title and the labelled (x, y) series drawn on it."""
+
+    title: str
+    series: list[Series]
+    xlabel: str = "step"
+
+
+def series(records: list[dict], key: str, x_key: str = "step") -> tuple[list[float], list[float]]:
+    """(x, y) of `key` over the records that have it as a finite number; x is `x_key` or the row number."""
+    xs, ys = [], []
+    for index, record in enumerate(records):
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            xs.append(record.get(x_key, index))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _panel(title: str, records: list[dict], keys: tuple[str, ...], labels: tuple[str, ...] | None = None) -> Panel:
+    drawn = []
+    for key, label in zip(keys, labels or keys):
+        xs, ys = series(records, key)
+        if ys:
+            drawn.append((label, xs, ys))
+    return Panel(title, drawn)
+
+
+def plot_panels(panels: list[Panel], path: str, title: str) -> str | None:
+    """Draw the non-empty panels side by side into `path`; None (no file) when all are empty."""
+    panels = [panel for panel in panels if panel.series]
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, panel in zip(axes.flat, panels):
+        for label, xs, ys in panel.series:
+            axis.plot(xs, ys, marker="o" if len(xs) < 15 else None, markersize=3, label=label)
+        axis.set_title(panel.title, fontsize=10)
+        axis.set_xlabel(panel.xlabel)
+        axis.grid(alpha=0.3)
+        if len(panel.series) > 1:
+            axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_lm_loss(log_history: list[dict], path: str, title: str) -> str | None:
+    """Language-model loss (train and eval) and token accuracy of an SFT-style stage."""
+    panels = [
+        _panel("Loss", log_history, ("loss", "eval_loss"), ("train", "eval")),
+        _panel("Token accuracy", log_history, ("mean_token_accuracy", "eval_mean_token_accuracy"), ("train", "eval")),
+    ]
+    return plot_panels(panels, path, title)
+
+
+def plot_reward(log_history: list[dict], path: str) -> str | None:
+    """Reward-model loss, pair accuracy and margin, train and eval."""
+    labels = ("train", "eval")
+    panels = [
+        _panel("Loss", log_history, ("loss", "eval_loss"), labels),
+        _panel("Pair accuracy (chosen > rejected)", log_history, ("accuracy", "eval_accuracy"), labels),
+        _panel("Margin (chosen - rejected)", log_history, ("margin", "eval_margin"), labels),
+    ]
+    return plot_panels(panels, path, "Step 2: reward model")
+
+
+def plot_ppo(records: list[dict], path: str) -> str | None:
+    """PPO actor loss, critic loss, reward, KL and KL coefficient over updates."""
+    panels = [_panel(title, records, keys) for title, keys in PPO_PANELS.items()]
+    return plot_panels(panels, path, "Step 3: PPO")
+
+
+def plot_stage_bars(values: dict[str, dict[str, float]], metrics: dict[str, str], path: str, title: str) -> str | None:
+    """Grouped bars: for each metric (label -> key), one bar per stage."""
+    stages = list(values)
+    shown = {label: key for label, key in metrics.items() if any(key in values[s] for s in stages)}
+    if not stages or not shown:
+        return None
+    figure, axis = plt.subplots(figsize=(1.9 * len(shown) * len(stages) / 2 + 3, 3.6))
+    width = 0.8 / len(stages)
+    for offset, stage in enumerate(stages):
+        heights = [values[stage].get(key, float("nan")) for key in shown.values()]
+        positions = [i + offset * width for i in range(len(shown))]
+        bars = axis.bar(positions, heights, width, label=stage)
+        axis.bar_label(bars, fmt="%.2f", fontsize=7)
+    axis.set_xticks([i + width * (len(stages) - 1) / 2 for i in range(len(shown))], list(shown), fontsize=9)
+    axis.legend(fontsize=8)
+    axis.set_title(title)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

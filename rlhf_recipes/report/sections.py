@@ -1,0 +1,247 @@
+"""The report's content: each function turns part of a run's artifacts into report sections,
+and returns nothing for a part the run does not have."""
+
+import math
+
+import yaml
+
+from .render import FAIL_MARK, PASS_MARK, Image, Preformatted, Section, Table, Text
+from .run_dir import STAGE_TITLES, RunArtifacts
+
+# (column label, metric key, format); the first list for runs with a gold metric.
+GOLD_COLUMNS = [
+    ("greedy acc", "greedy_accuracy", "pct"),
+    ("hard-subset acc", "greedy_accuracy_hard", "pct"),
+    ("T=1 acc", "sampled_accuracy", "pct"),
+    ("repetition T=1", "sampled_repetition", "pct"),
+    ("length T=1", "sampled_length", "num"),
+    ("RM score T=1", "sampled_rm_score", "signed"),
+    ("KL to SFT", "kl_to_sft", "num"),
+]
+GENERIC_COLUMNS = [
+    ("tokens T=1", "sampled_tokens", "num"),
+    ("EOS rate T=1", "sampled_eos_rate", "pct"),
+    ("RM score greedy", "greedy_rm_score", "signed"),
+    ("RM score T=1", "sampled_rm_score", "signed"),
+    ("KL to SFT", "kl_to_sft", "num"),
+]
+STAGE_LABELS = {"pretrained": "pretrained", "sft": "SFT", "ppo": "PPO"}
+DISPLAY_CHARS = 120
+
+
+def fmt(value, kind: str) -> str:
+    if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "signed":
+        return f"{value:+.3f}"
+    return f"{value:.3f}"
+
+
+def display(value, keep_end: bool = False, limit: int = DISPLAY_CHARS) -> str:
+    """One short line; a message list becomes `role: content | ...`; long text is cut."""
+    if isinstance(value, list):
+        value = " | ".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in value if isinstance(m, dict))
+    text = " ".join(str(value if value is not None else "").split())
+    if len(text) <= limit:
+        return text
+    return "..." + text[-limit:] if keep_end else text[:limit] + "..."
+
+
+def stage_metrics_table(evaluation: dict) -> Table:
+    """One row per evaluated stage, the gold or the generic metric columns."""
+    columns = GOLD_COLUMNS if evaluation.get("gold") else GENERIC_COLUMNS
+    rows = [
+        [STAGE_LABELS.get(stage, stage)] + [fmt(metrics.get(key), kind) for _, key, kind in columns]
+        for stage, metrics in evaluation.get("stages", {}).items()
+    ]
+    return Table(["stage"] + [label for label, _, _ in columns], rows)
+
+
+def verdict(evaluation: dict | None) -> str | None:
+    """The headline: what PPO did to gold accuracy, repetition and RM score versus SFT."""
+    if not evaluation or "sft" not in evaluation.get("stages", {}) or "ppo" not in evaluation["stages"]:
+        return None
+    sft, ppo = evaluation["stages"]["sft"], evaluation["stages"]["ppo"]
+    n = evaluation.get("num_prompts", "the")
+    if not evaluation.get("gold"):
+        return (
+            f"No gold metric for this data: the report shows the reward model's evaluation and the answers of each "
+            f"stage on {n} held-out prompts. Mean RM score of greedy answers: SFT {fmt(sft.get('greedy_rm_score'), 'signed')}"
+            f" -> PPO {fmt(ppo.get('greedy_rm_score'), 'signed')}."
+        )
+    delta = 100 * (ppo["greedy_accuracy"] - sft["greedy_accuracy"])
+    moved = "raised" if delta > 0 else "did not raise"
+    return (
+        f"On {n} held-out prompts never seen in training, PPO {moved} greedy exact-match accuracy: "
+        f"{fmt(sft['greedy_accuracy'], 'pct')} after SFT -> {fmt(ppo['greedy_accuracy'], 'pct')} after PPO "
+        f"({delta:+.1f} points; sampled at T=1: {fmt(sft.get('sampled_accuracy'), 'pct')} -> "
+        f"{fmt(ppo.get('sampled_accuracy'), 'pct')}). Repetitive answers at T=1: "
+        f"{fmt(sft.get('sampled_repetition'), 'pct')} -> {fmt(ppo.get('sampled_repetition'), 'pct')}. "
+        f"Mean RM score at T=1: {fmt(sft.get('sampled_rm_score'), 'signed')} -> {fmt(ppo.get('sampled_rm_score'), 'signed')}."
+    )
+
+
+def metrics_section(evaluation: dict | None, bars: str | None) -> list[Section]:
+    if not evaluation or not evaluation.get("stages"):
+        return []
+    gold = evaluation.get("gold")
+    about = (
+        f"{evaluation.get('num_prompts', '?')} held-out prompts, never seen by any stage. "
+        + (
+            "Accuracy is exact match against the correct answer computed by code (the gold rule), greedy and "
+            "sampled at temperature 1; the hard subset is where the demonstrations were mostly wrong. "
+            if gold
+            else ""
+        )
+        + "RM score: mean reward-model score of the answers. KL to SFT: mean over T=1 samples of "
+        "log p_stage(answer) - log p_SFT(answer)."
+    )
+    blocks = [Text(about), stage_metrics_table(evaluation)]
+    if bars:
+        blocks.append(Image(bars, "metrics by stage"))
+    return [Section("Held-out metrics by stage" if gold else "Held-out measures by stage", blocks)]
+
+
+def side_by_side_section(evaluation: dict | None) -> list[Section]:
+    examples = (evaluation or {}).get("examples") or []
+    if not examples:
+        return []
+    stages = list(examples[0]["answers"])
+    gold = "gold" in examples[0]
+    headers = ["prompt"] + (["correct"] if gold else []) + [STAGE_LABELS.get(s, s) for s in stages]
+    rows = []
+    for example in examples:
+        row = [display(example["prompt"], keep_end=True)] + ([example["gold"]] if gold else [])
+        for stage in stages:
+            answer = display(example["answers"][stage])
+            if gold:
+                answer = f"{PASS_MARK if answer == example['gold'] else FAIL_MARK} {answer or '(empty)'}"
+            row.append(answer)
+        rows.append(row)
+    note = "Greedy answers of each stage to the same held-out prompts."
+    return [Section("The same prompts, answered by each stage", [Text(note), Table(headers, rows)])]
+
+
+def selection_section(evaluation: dict | None) -> list[Section]:
+    selection = (evaluation or {}).get("sft_selection")
+    if not selection:
+        return []
+    has_gold = any("gold_accuracy" in c for c in selection["candidates"])
+    headers = ["checkpoint", "step", "mean RM score"] + (["gold accuracy (not used to choose)"] if has_gold else []) + ["chosen"]
+    rows = []
+    for candidate in selection["candidates"]:
+        row = [candidate["checkpoint"], str(candidate.get("step", "-")), fmt(candidate["rm_score"], "signed")]
+        if has_gold:
+            row.append(fmt(candidate.get("gold_accuracy"), "pct"))
+        row.append(PASS_MARK if candidate["checkpoint"] == selection["chosen"] else "")
+        rows.append(row)
+    text = (
+        f"As in InstructGPT, the SFT checkpoint that starts PPO (and is its KL reference) is the one whose greedy "
+        f"answers get the highest mean reward-model score on {selection.get('num_prompts', '?')} validation prompts. "
+        f"Chosen: {selection['chosen']}."
+    )
+    return [Section("SFT checkpoint selection", [Text(text), Table(headers, rows)])]
+
+
+def reward_section(run: RunArtifacts, plot: str | None, max_pairs: int = 10) -> list[Section]:
+    report, ranked = run.rm_eval, (run.evaluation or {}).get("rm_ranked_first")
+    if not report and ranked is None and not plot:
+        return []
+    blocks = []
+    if report:
+        summary = [
+            ["held-out pairs", str(report["num_pairs"])],
+            ["pair accuracy (good scored above bad)", fmt(report["accuracy"], "pct")],
+            ["mean margin (good - bad)", fmt(report["mean_margin"], "signed")],
+            ["mean score of good answers", fmt(report["chosen_mean"], "signed")],
+            ["mean score of bad answers", fmt(report["rejected_mean"], "signed")],
+        ]
+        if ranked is not None:
+            summary.append(["correct answer ranked first among all candidates", fmt(ranked, "pct")])
+        blocks.append(Table(["measure", "value"], summary))
+        rows = [
+            [
+                display(pair["prompt"], keep_end=True, limit=60),
+                display(pair["chosen"], limit=60),
+                fmt(pair["chosen_score"], "signed"),
+                display(pair["rejected"], limit=60),
+                fmt(pair["rejected_score"], "signed"),
+                f"{PASS_MARK if pair['margin'] > 0 else FAIL_MARK} {pair['margin']:+.3f}",
+            ]
+            for pair in report["pairs"][:max_pairs]
+        ]
+        caption = f"The first {len(rows)} held-out pairs."
+        blocks.append(Table(["prompt", "good answer", "score", "bad answer", "score", "margin"], rows, caption))
+    elif ranked is not None:
+        blocks.append(Text(f"Correct answer ranked first among all candidates: {fmt(ranked, 'pct')}."))
+    if ranked is not None:
+        blocks.append(
+            Text(
+                "Pair accuracy can hide reward hacking: the ranked-first rate checks, on held-out prompts, that the "
+                "correct answer outscores every other one-digit answer and its own repetitions."
+            )
+        )
+    if plot:
+        blocks.append(Image(plot, "reward model training"))
+    return [Section("Reward model", blocks)]
+
+
+def curves_section(plots: dict[str, str | None]) -> list[Section]:
+    blocks = [Image(path, STAGE_TITLES.get(stage, stage)) for stage, path in plots.items() if path]
+    return [Section("Training curves", blocks)] if blocks else []
+
+
+_SAMPLE_COLUMNS = (
+    ("step", "update", "episode", "global_step"),
+    ("prompt", "query"),
+    ("response", "completion"),
+    ("score", "reward", "scores"),
+)
+
+
+def ppo_samples_section(samples: list[dict], per_end: int = 4) -> list[Section]:
+    """The first and the last PPO samples logged during training."""
+    if not samples:
+        return []
+    keys = {key for record in samples for key in record}
+    columns = [next(name for name in group if name in keys) for group in _SAMPLE_COLUMNS if keys.intersection(group)]
+    if not columns:
+        columns = sorted(keys)[:4]
+    chosen = samples if len(samples) <= 2 * per_end else samples[:per_end] + samples[-per_end:]
+    rows = [
+        [display(record.get(c), keep_end=(c in ("prompt", "query")), limit=80) for c in columns] for record in chosen
+    ]
+    text = "Completions sampled during PPO training, first and last."
+    return [Section("PPO samples over training", [Text(text), Table(columns, rows)])]
+
+
+def settings_section(info: dict) -> list[Section]:
+    blocks = []
+    stages = info.get("stages") or []
+    if stages:
+        rows = [
+            [
+                STAGE_TITLES.get(entry["name"], entry["name"]),
+                entry.get("status", "-"),
+                f"{entry['wall_time_s']:.1f} s" if entry.get("wall_time_s") is not None else "-",
+                str(entry.get("output_dir", "-")),
+            ]
+            for entry in stages
+        ]
+        total = info.get("total_wall_time_s")
+        if total is not None:
+            rows.append(["total", "", f"{total:.1f} s", ""])
+        blocks.append(Table(["stage", "status", "wall time", "output"], rows, "Wall time per stage"))
+    if info.get("versions"):
+        rows = [[name, version] for name, version in info["versions"].items()]
+        blocks.append(Table(["library", "version"], rows, "Library versions"))
+    if info.get("machine"):
+        blocks.append(Text(f"Machine: {info['machine']}"))
+    if info.get("command"):
+        blocks.append(Preformatted(info["command"]))
+    if info.get("config"):
+        blocks.append(Text("Pipeline settings:"))
+        blocks.append(Preformatted(yaml.safe_dump(info["config"], sort_keys=False, allow_unicode=True).rstrip()))
+    return [Section("Run settings", blocks)] if blocks else []
