@@ -112,10 +112,24 @@ def _read_json(path: Path) -> list[dict]:
     return rows
 
 
+def _type_change(rows: list[dict]) -> str:
+    """Where a top-level field first changes JSON type (nulls aside), to point at the row Arrow rejects."""
+    first_seen: dict[str, tuple[str, int]] = {}
+    for number, row in enumerate(rows, start=1):
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = type(value).__name__
+            seen_kind, seen_row = first_seen.setdefault(key, (kind, number))
+            if kind != seen_kind:
+                return f"field {key!r} is {seen_kind} in row {seen_row} but {kind} in row {number}"
+    return "a nested field changes type between rows"
+
+
 def _from_rows(path: Path, rows: list[dict]) -> Dataset:
     if not rows:
         raise DataError(f"{path} holds no rows.")
     try:
         return Dataset.from_list(rows)
     except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are subclasses
-        raise DataError(f"{path}: rows do not share one schema (a field changes type between rows): {err}") from err
+        raise DataError(f"{path}: rows do not share one schema ({_type_change(rows)}; rows counted from 1): {err}") from err
