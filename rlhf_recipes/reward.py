@@ -1,0 +1,129 @@
+"""Step 2: pairwise reward model with `trl.RewardTrainer`, then its evaluation on held-out pairs.
+
+InstructGPT: the reward model starts from the SFT checkpoint with a fresh scalar score head and
+learns `-log sigmoid(r_chosen - r_rejected)` (TRL's loss; `center_rewards_coefficient` and a
+`margin` column are TRL's options). At the end, `rlhf_recipes.reward_eval` scores the eval split
+and writes `output_dir/eval_rm.json`. The final `output_dir` reloads with
+`AutoModelForSequenceClassification.from_pretrained`.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+from transformers import set_seed
+from trl import RewardConfig, RewardTrainer
+
+from .data import DataArguments, load_stage_dataset
+from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
+from .parsing import ConfigError, parse_args
+from .reward_eval import evaluate_reward_model, format_report, write_report
+from .saving import MERGED_SUBDIR
+from .training_defaults import resume_checkpoint, train_and_save
+
+EVAL_REPORT_NAME = "eval_rm.json"
+
+
+@dataclass
+class RewardScriptArguments:
+    """Options of the reward stage that are not TRL's."""
+
+    eval_rm_num_samples: int | None = field(
+        default=None, metadata={"help": "Held-out pairs scored after training (all when unset)."}
+    )
+    eval_rm_show_pairs: int = field(default=3, metadata={"help": "Pairs printed in the end-of-training table."})
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c) can only be a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def check_init_checkpoint(model_args: ModelArguments) -> None:
+    """Fail early, with the fix, when the reward model's starting checkpoint cannot be loaded.
+
+    A missing local directory usually means step 1 (SFT) has not run; a LoRA adapter directory
+    has no full weights to put a score head on, so its `merged/` directory is needed.
+    """
+    name = model_args.model_name_or_path
+    if name is None or is_tiny(name):
+        return
+    if not os.path.isdir(name):
+        if _looks_like_local_path(name):
+            raise ConfigError(
+                f"The reward model starts from {name!r}, which does not exist. Run step 1 first "
+                f"(rlhf-recipes sft --config <sft.yaml> with output_dir {name!r}) or set model_name_or_path."
+            )
+        return
+    if not os.path.isfile(os.path.join(name, "config.json")):
+        merged = os.path.join(name, MERGED_SUBDIR)
+        hint = f" Use {merged!r}" if os.path.isdir(merged) else " Rerun SFT with merge_lora: true and use its merged/ dir"
+        raise ConfigError(f"{name!r} holds no full model (no config.json; a LoRA adapter?).{hint} as model_name_or_path.")
+
+
+def train_reward(
+    model_args: ModelArguments,
+    training_args: RewardConfig,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None = None,
+    script_args: RewardScriptArguments | None = None,
+) -> tuple[RewardTrainer, dict | None]:
+    """Train the reward model on prompt/chosen/rejected rows, save it, and evaluate it on `eval_dataset`.
+
+    Returns the trainer and the evaluation report (None without an eval split); the report is
+    also written to `output_dir/eval_rm.json` and summarised on stdout.
+    """
+    script_args = script_args or RewardScriptArguments()
+    check_init_checkpoint(model_args)
+    resume_from = resume_checkpoint(training_args)
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
+    model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=training_args.trust_remote_code)
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config_for(model_args, "SEQ_CLS"),
+    )
+    train_and_save(trainer, tokenizer, resume_from, model_args.merge_lora)
+    if eval_dataset is None:
+        print("reward: no eval split, so no held-out evaluation (eval_rm.json not written).")
+        return trainer, None
+    report = evaluate_reward_model(
+        trainer.model,
+        tokenizer,
+        eval_dataset,
+        num_samples=script_args.eval_rm_num_samples,
+        batch_size=training_args.per_device_eval_batch_size,
+        max_length=training_args.max_length,
+    )
+    if trainer.is_world_process_zero():
+        path = os.path.join(training_args.output_dir, EVAL_REPORT_NAME)
+        write_report(report, path)
+        print(format_report(report, max_pairs=script_args.eval_rm_show_pairs))
+        print(f"reward: held-out evaluation written to {path}")
+    return trainer, report
+
+
+def run_reward(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: RewardConfig,
+    script_args: RewardScriptArguments | None = None,
+) -> tuple[RewardTrainer, dict | None]:
+    """Step 2 end to end: load the reward split of the data, then `train_reward`."""
+    check_init_checkpoint(model_args)
+    splits = load_stage_dataset(data_args, "reward")
+    eval_dataset = splits["eval"] if len(splits["eval"]) else None
+    return train_reward(model_args, training_args, splits["train"], eval_dataset, script_args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`rlhf-recipes reward --config recipes/<model>/reward.yaml [--field value ...]`."""
+    model_args, data_args, training_args, script_args = parse_args(
+        [ModelArguments, DataArguments, RewardConfig, RewardScriptArguments], argv
+    )
+    run_reward(model_args, data_args, training_args, script_args)

@@ -1,0 +1,56 @@
+"""Step 1: supervised fine-tuning with `trl.SFTTrainer` (full, LoRA or QLoRA).
+
+Thin by design: arguments -> tokenizer + model -> `SFTTrainer` -> train -> save. The final
+`output_dir` reloads with `AutoModelForCausalLM.from_pretrained` (or, for LoRA,
+`AutoPeftModelForCausalLM`; `merge_lora: true` also writes `output_dir/merged`).
+"""
+
+from collections.abc import Sequence
+
+from datasets import Dataset
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from .data import DataArguments, load_stage_dataset
+from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
+from .parsing import parse_args
+from .training_defaults import resume_checkpoint, train_and_save
+
+
+def train_sft(
+    model_args: ModelArguments,
+    training_args: SFTConfig,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None = None,
+) -> SFTTrainer:
+    """Fine-tune on `train_dataset` (TRL prompt/completion or conversational rows) and save.
+
+    Returns the trainer, whose `state.log_history` holds the losses.
+    """
+    resume_from = resume_checkpoint(training_args)
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
+    model = load_model(model_args, tokenizer, task="causal-lm", trust_remote_code=training_args.trust_remote_code)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config_for(model_args, "CAUSAL_LM"),
+    )
+    train_and_save(trainer, tokenizer, resume_from, model_args.merge_lora)
+    return trainer
+
+
+def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args: SFTConfig) -> SFTTrainer:
+    """Step 1 end to end: load the SFT split of the data, then `train_sft`."""
+    splits = load_stage_dataset(data_args, "sft")
+    eval_dataset = splits["eval"] if len(splits["eval"]) else None
+    return train_sft(model_args, training_args, splits["train"], eval_dataset)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`rlhf-recipes sft --config recipes/<model>/sft.yaml [--field value ...]`."""
+    model_args, data_args, training_args = parse_args([ModelArguments, DataArguments, SFTConfig], argv)
+    run_sft(model_args, data_args, training_args)
