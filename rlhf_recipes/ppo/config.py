@@ -1,0 +1,191 @@
+"""`PPOConfig`: TRL's former PPOConfig fields (0.12-1.11) on `transformers.TrainingArguments`,
+plus what DeepSpeed-Chat step 3 and OpenRLHF add (reward clipping, ptx, EMA, adaptive KL).
+
+Batch vocabulary (one "step" = one PPO update = one rollout batch):
+- `per_device_train_batch_size` prompts per rank are rolled out per step (the rollout batch);
+- each rank splits its rollout into `num_mini_batches` minibatches, one optimizer step each,
+  repeated for `num_ppo_epochs` epochs;
+- a minibatch is processed in `gradient_accumulation_steps` microbatches.
+This differs from TRL, where `per_device_train_batch_size` was the microbatch and the rollout
+was `per_device_train_batch_size * gradient_accumulation_steps`.
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from ..parsing import ConfigError
+
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class PPOConfig(TrainingArguments):
+    """PPO (InstructGPT step 3) settings. Each help text names the origin of its default."""
+
+    # TrainingArguments defaults changed for PPO.
+    learning_rate: float = field(
+        default=3e-6, metadata={"help": "Actor learning rate (TRL PPOv2 3e-6; DeepSpeed-Chat 9.65e-6)."}
+    )
+    logging_steps: float = field(
+        default=1, metadata={"help": "Report to report_to integrations every N updates (ppo_log.jsonl gets every one)."}
+    )
+
+    # Models.
+    sft_model_path: str | None = field(
+        default=None, metadata={"help": "Policy to start from (step 1 output); defaults to model_name_or_path."}
+    )
+    reward_model_path: str | None = field(
+        default=None, metadata={"help": "Reward model (step 2 output); may be unset when reward functions score."}
+    )
+    value_model_path: str | None = field(
+        default=None, metadata={"help": "Critic initialisation; defaults to the reward model (DeepSpeed-Chat)."}
+    )
+    ref_model_path: str | None = field(
+        default=None,
+        metadata={"help": "Reference policy; defaults to a frozen copy of the policy, or with LoRA the disabled adapter."},
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Turn dropout off in every model (TRL; DeepSpeed-Chat sets dropout 0)."}
+    )
+
+    # Rollout.
+    total_episodes: int | None = field(
+        default=None,
+        metadata={"help": "Prompts to roll out in total (TRL); else max_steps, else num_train_epochs x dataset."},
+    )
+    max_prompt_length: int = field(
+        default=256, metadata={"help": "Prompts keep their last N tokens (DeepSpeed-Chat: 256, truncated from the left)."}
+    )
+    response_length: int = field(default=53, metadata={"help": "Maximum new tokens per response (TRL 53)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (TRL 0.7)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables (TRL)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 disables (TRL)."})
+    stop_token: str | None = field(
+        default="eos",
+        metadata={
+            "help": "'eos' = the tokenizer's EOS, another string = that token, null = none. Responses end at the "
+            "first stop token (TRL's default was null; we stop at EOS as InstructGPT did)."
+        },
+    )
+    stop_token_id: int | None = field(default=None, metadata={"help": "Stop token id, instead of stop_token (TRL)."})
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Rows per no-grad generation/forward chunk in the rollout (TRL 64)."}
+    )
+
+    # Reward.
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of responses without a stop token (TRL)."}
+    )
+    reward_clip: float | None = field(
+        default=5.0,
+        metadata={"help": "Scores clipped to [-c, c] (DeepSpeed-Chat 5; OpenRLHF 10); null disables."},
+    )
+    normalize_reward: bool = field(
+        default=False, metadata={"help": "Normalise scores by running mean/std over all rollouts (OpenRLHF)."}
+    )
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE (TRL)."})
+
+    # KL control.
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "KL penalty coefficient, initial value if adaptive (TRL PPOv2 0.05; DS-Chat 0.1)."}
+    )
+    kl_estimator: str = field(
+        default="k1", metadata={"help": "Per-token KL estimator, k1 (log ratio) or k3 (TRL; joschu.net/blog/kl-approx)."}
+    )
+    adaptive_kl: bool = field(default=False, metadata={"help": "Ziegler et al. adaptive KL controller (old TRL)."})
+    target_kl: float = field(default=6.0, metadata={"help": "Target KL per response for adaptive_kl (old TRL 6)."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon of the adaptive KL controller (old TRL 10000)."})
+
+    # PPO update.
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Epochs over each rollout (TRL 4; DeepSpeed-Chat 1)."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches per rollout and epoch (TRL 1)."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip (TRL, DeepSpeed-Chat 0.2)."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip (TRL, DeepSpeed-Chat 0.2)."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss weight (TRL 0.1)."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount (TRL, DeepSpeed-Chat 1.0)."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda (TRL, DeepSpeed-Chat 0.95)."})
+    critic_learning_rate: float | None = field(
+        default=None, metadata={"help": "Critic learning rate; defaults to learning_rate (DeepSpeed-Chat 5e-6)."}
+    )
+    ptx_coef: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the pretraining LM loss, PPO-ptx (InstructGPT gamma; DeepSpeed-Chat 27.8)."},
+    )
+    ema: bool = field(default=False, metadata={"help": "Keep an EMA copy of the actor (DeepSpeed-Chat --enable_ema)."})
+    ema_decay: float = field(default=0.992, metadata={"help": "EMA decay (DeepSpeed-Chat, OpenRLHF 0.992)."})
+
+    # Monitoring and robustness.
+    sample_every: int = field(
+        default=10, metadata={"help": "Log a table of sample completions every N updates; 0 disables."}
+    )
+    num_sample_completions: int = field(default=4, metadata={"help": "Rows of each sample table."})
+    max_nonfinite_steps: int = field(
+        default=5, metadata={"help": "Stop with an error after this many non-finite updates in a row."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.validate()
+
+    @property
+    def mini_batch_size(self) -> int:
+        """Rollout rows per rank in one minibatch (one optimizer step)."""
+        return self.per_device_train_batch_size // self.num_mini_batches
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Rows per rank in one forward/backward pass."""
+        return self.mini_batch_size // self.gradient_accumulation_steps
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for settings that cannot run; needs no model."""
+        if self.num_mini_batches < 1:
+            raise ConfigError(f"num_mini_batches must be at least 1, got {self.num_mini_batches}.")
+        checks = [
+            (self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}."),
+            (
+                self.per_device_train_batch_size % self.num_mini_batches == 0,
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be divisible by "
+                f"num_mini_batches ({self.num_mini_batches}): each rank splits its rollout into equal minibatches.",
+            ),
+            (
+                self.mini_batch_size % self.gradient_accumulation_steps == 0,
+                f"Each minibatch ({self.per_device_train_batch_size} / {self.num_mini_batches} rows per rank) must be "
+                f"divisible by gradient_accumulation_steps ({self.gradient_accumulation_steps}).",
+            ),
+            (self.response_length >= 1, f"response_length must be at least 1, got {self.response_length}."),
+            (self.max_prompt_length >= 1, f"max_prompt_length must be at least 1, got {self.max_prompt_length}."),
+            (self.temperature > 0, f"temperature must be positive, got {self.temperature}."),
+            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}."),
+            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}."),
+            (not (self.stop_token and self.stop_token_id is not None), "Set stop_token or stop_token_id, not both."),
+            (0 <= self.gamma <= 1 and 0 <= self.lam <= 1, f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}."),
+            (self.cliprange > 0 and self.cliprange_value > 0, "cliprange and cliprange_value must be positive."),
+            (self.num_ppo_epochs >= 1, f"num_ppo_epochs must be at least 1, got {self.num_ppo_epochs}."),
+            (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}."),
+            (self.target_kl > 0 and self.kl_horizon > 0, "target_kl and kl_horizon must be positive."),
+            (self.reward_clip is None or self.reward_clip > 0, f"reward_clip must be positive or null, got {self.reward_clip}."),
+            (
+                self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
+                f"missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty}.",
+            ),
+            (self.ptx_coef >= 0, f"ptx_coef must be >= 0, got {self.ptx_coef}."),
+            (0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}."),
+            (self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}."),
+            (self.max_nonfinite_steps >= 1, f"max_nonfinite_steps must be at least 1, got {self.max_nonfinite_steps}."),
+            (self.total_episodes is None or self.total_episodes >= 1, "total_episodes must be at least 1."),
+            (self.local_rollout_forward_batch_size >= 1, "local_rollout_forward_batch_size must be at least 1."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def check_model_positions(self, max_positions: int | None) -> None:
+        """Prompt plus response must fit the model's position embeddings."""
+        if max_positions is not None and self.max_prompt_length + self.response_length > max_positions:
+            raise ConfigError(
+                f"max_prompt_length ({self.max_prompt_length}) + response_length ({self.response_length}) exceeds "
+                f"the model's {max_positions} positions (max_position_embeddings); lower one of them."
+            )

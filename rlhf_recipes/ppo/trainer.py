@@ -1,0 +1,681 @@
+"""`PPOTrainer`: orchestrates rollout -> rewards -> GAE -> clipped updates; the math is in `losses`.
+
+One step = one rollout batch of `per_device_train_batch_size` prompts per rank, then
+`num_ppo_epochs` x `num_mini_batches` optimizer steps (each of `gradient_accumulation_steps`
+microbatches) for the actor and the critic, which have their own optimizers and schedulers.
+"""
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from huggingface_hub import create_repo, upload_folder
+from peft import PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerControl, TrainerState, get_scheduler
+from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
+from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import TrainOutput, set_seed
+
+from .. import rewards as scoring
+from ..parsing import ConfigError
+from . import checkpoint
+from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
+from .config import PPOConfig
+from .losses import entropy_from_logits, gae, kl_penalty, logprobs_from_logits, masked_mean, masked_whiten
+from .losses import policy_loss, token_rewards, value_loss
+from .rollout import Rollout, ValueModel, collect_rollout, generation_config, left_pad, response_logits
+from .rollout import sample_responses, supports_logits_to_keep, tokenize_prompts
+
+LOG_FILE = "ppo_log.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+CRITIC_SUBDIR = "critic"
+EMA_SUBDIR = "ema"
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row had a non-finite reward, advantage, loss or gradient."""
+
+
+@dataclass
+class PPOTrainerState(TrainerState):
+    """`TrainerState` plus what PPO must carry across a resume."""
+
+    episode: int = 0
+    kl_coef: float = 0.0
+    nonfinite_skipped: int = 0
+    nonfinite_in_a_row: int = 0
+    reward_moments: dict | None = None
+
+
+def _disable_dropout(model) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class PPOTrainer:
+    """PPO for language models (InstructGPT step 3), shaped like a TRL trainer.
+
+    Args:
+        args: `PPOConfig`.
+        processing_class: the policy's tokenizer (left padding is used for generation).
+        model: the policy (SFT model) to train.
+        ref_model: reference policy for the KL penalty. Default: a frozen copy of `model`, or
+            with `peft_config` the same model with its adapter disabled (no second copy). If the
+            policy is already a `PeftModel` carrying a trained SFT adapter, the disabled adapter
+            would be the base model, not the SFT policy: merge the SFT adapter first
+            (`merge_and_unload`) and pass `peft_config` for a fresh PPO adapter, or pass `ref_model`.
+        value_model: critic, an `AutoModelForSequenceClassification` (num_labels=1) reading the
+            policy's tokens. Default: a trainable copy of `reward_model` (DeepSpeed-Chat).
+        reward_model: scalar reward model, read at the last real token of prompt + response.
+        reward_funcs: Python callables `(prompts, completions, **kwargs) -> list[float]`, summed
+            with the reward model's score (see `rlhf_recipes.rewards`).
+        train_dataset: rows with a `prompt` (string or chat messages); other columns reach the
+            reward functions as keyword arguments.
+        eval_dataset: prompts scored with greedy decoding by `evaluate()` (on eval_strategy).
+        ptx_dataset: pretraining/SFT texts; with it, a `PtxCallback(ptx_dataset, args.ptx_coef)`
+            is added unless `callbacks` holds one.
+        peft_config: LoRA config for the policy.
+        callbacks: extra `TrainerCallback`s / `PPOCallback`s. A `KLCallback` here replaces the
+            default one (`AdaptiveKLCallback` with `adaptive_kl`, else `FixedKLCallback`).
+        reward_processing_class: the reward model's tokenizer when it differs from the policy's.
+    """
+
+    def __init__(
+        self,
+        args: PPOConfig,
+        processing_class: PreTrainedTokenizerBase,
+        model: PreTrainedModel,
+        ref_model: PreTrainedModel | None = None,
+        value_model: PreTrainedModel | None = None,
+        reward_model: PreTrainedModel | None = None,
+        reward_funcs: list | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        ptx_dataset: Dataset | None = None,
+        peft_config=None,
+        callbacks: list | None = None,
+        reward_processing_class: PreTrainedTokenizerBase | None = None,
+    ):
+        self._check_inputs(args, processing_class, model, ref_model, value_model, reward_model, reward_funcs,
+                           train_dataset, peft_config, reward_processing_class)
+        self.args = args
+        self.processing_class = processing_class
+        self.accelerator = Accelerator(
+            cpu=args.use_cpu,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+        )
+        set_seed(args.seed)
+        policy = get_peft_model(model, peft_config) if peft_config is not None else model
+        self.is_peft = isinstance(policy, PeftModel)
+        if value_model is None:
+            value_model = copy.deepcopy(reward_model)
+        self.ref_model = ref_model
+        if ref_model is None and not self.is_peft:
+            self.ref_model = copy.deepcopy(policy)
+        for module in (policy, self.ref_model, value_model, reward_model):
+            if module is not None and args.disable_dropout:
+                _disable_dropout(module)
+        if args.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+            if self.is_peft:
+                policy.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+        args.check_model_positions(getattr(policy.config, "max_position_embeddings", None))
+
+        self.stop_token_ids = self._stop_token_ids(args, processing_class)
+        self.generation_config = generation_config(args, processing_class, self.stop_token_ids)
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.prompts = list(train_dataset["prompt"])
+        self.prompt_ids, truncated = tokenize_prompts(self.prompts, processing_class, args.max_prompt_length)
+        self.truncated = set(truncated)
+        self.columns = {c: list(train_dataset[c]) for c in train_dataset.column_names if c != "prompt"}
+        if self.truncated:
+            warnings.warn(f"{len(self.truncated)} of {len(self.prompts)} prompts exceed max_prompt_length="
+                          f"{args.max_prompt_length} and keep only their last tokens.", stacklevel=2)
+
+        acc = self.accelerator
+        self.world_batch_size = args.per_device_train_batch_size * acc.num_processes
+        self.num_updates = self._num_updates(args, len(self.prompts))
+        critic = ValueModel(value_model)
+        actor_optimizer, actor_scheduler = self._optimizer(policy, args.learning_rate)
+        critic_optimizer, critic_scheduler = self._optimizer(critic, args.critic_learning_rate or args.learning_rate)
+        self.actor, self.critic, self.actor_optimizer, self.critic_optimizer = acc.prepare(
+            policy, critic, actor_optimizer, critic_optimizer
+        )
+        self.actor_scheduler, self.critic_scheduler = actor_scheduler, critic_scheduler
+        if self.ref_model is not None:
+            self.ref_model = self.ref_model.to(acc.device).eval().requires_grad_(False)
+        if reward_model is not None:
+            reward_model = reward_model.to(acc.device).requires_grad_(False)
+        self.scorer = scoring.RewardScorer(
+            processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size
+        )
+        self.reward_moments = scoring.RunningMoments()
+        self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False) if args.ema else None
+
+        callbacks = list(callbacks or [])
+        if not any(isinstance(cb, KLCallback) for cb in callbacks):
+            callbacks.append(
+                AdaptiveKLCallback(args.target_kl, args.kl_horizon) if args.adaptive_kl else FixedKLCallback(args.kl_coef)
+            )
+        if ptx_dataset is not None and not any(isinstance(cb, PtxCallback) for cb in callbacks):
+            callbacks.append(PtxCallback(ptx_dataset, args.ptx_coef))
+        reporting = get_reporting_integration_callbacks(args.report_to)
+        progress = PrinterCallback if args.disable_tqdm else DEFAULT_PROGRESS_CALLBACK
+        self.callback_handler = PPOCallbackHandler(
+            DEFAULT_CALLBACKS + reporting + [progress] + callbacks,
+            self.unwrapped_actor, processing_class, self.actor_optimizer, self.actor_scheduler,
+        )
+        self.control = TrainerControl()
+        self.state = self._new_state(PPOTrainerState(kl_coef=args.kl_coef))
+        if acc.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- setup helpers
+
+    @staticmethod
+    def _check_inputs(args, tokenizer, model, ref_model, value_model, reward_model, reward_funcs, train_dataset,
+                      peft_config, reward_tokenizer):
+        if train_dataset is None or "prompt" not in train_dataset.column_names:
+            raise ValueError("train_dataset must be a Dataset with a 'prompt' column.")
+        if len(train_dataset) == 0:
+            raise ValueError("train_dataset is empty.")
+        if reward_model is None and not reward_funcs:
+            raise ValueError("Pass a reward_model, reward_funcs, or both.")
+        if ref_model is not None and peft_config is not None:
+            raise ConfigError(
+                "A separate ref_model was given together with LoRA (peft_config), whose reference is the base "
+                "model with the adapter disabled; drop one of them."
+            )
+        if ref_model is model:
+            raise ValueError("ref_model must not be the policy object itself (pass None for a frozen copy).")
+        if isinstance(model, PeftModel) and peft_config is not None:
+            raise ValueError("The policy already carries a LoRA adapter: merge it (merge_and_unload) before adding peft_config.")
+        if isinstance(model, PeftModel) and ref_model is None:
+            raise ValueError(
+                "The policy is a PeftModel with a trained adapter and no ref_model: its disabled adapter would be the "
+                "base model, not the SFT policy. Merge the SFT adapter first and pass peft_config, or pass ref_model."
+            )
+        if value_model is None and reward_model is None:
+            raise ValueError("Pass a value_model (critic) when scoring with reward_funcs only.")
+        if value_model is None and reward_tokenizer is not None and reward_tokenizer is not tokenizer:
+            raise ValueError("The reward model uses another tokenizer, so it cannot initialise the critic: pass value_model.")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("The tokenizer needs a pad token (rlhf_recipes.models.load_tokenizer sets one).")
+
+    @staticmethod
+    def _stop_token_ids(args, tokenizer) -> list[int]:
+        if args.stop_token_id is not None:
+            return [args.stop_token_id]
+        if args.stop_token is None:
+            return []
+        token = tokenizer.eos_token if args.stop_token == "eos" else args.stop_token
+        token_id = tokenizer.convert_tokens_to_ids(token) if token is not None else None
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ConfigError(f"stop_token {args.stop_token!r} is not a single token of the tokenizer.")
+        return [token_id]
+
+    def _num_updates(self, args, num_prompts: int) -> int:
+        if args.max_steps > 0:
+            return args.max_steps
+        episodes = args.total_episodes or int(args.num_train_epochs * num_prompts)
+        return max(math.ceil(episodes / self.world_batch_size), 1)
+
+    def _optimizer(self, module, lr: float):
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+        kwargs = dict(kwargs, lr=lr)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = optimizer_cls([{"params": params, "weight_decay": self.args.weight_decay}], **kwargs)
+        scheduler = get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(self.num_updates),
+            num_training_steps=self.num_updates,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs or {},
+        )
+        return optimizer, scheduler
+
+    def _new_state(self, state: PPOTrainerState) -> PPOTrainerState:
+        args, acc = self.args, self.accelerator
+        state.max_steps = self.num_updates
+        state.logging_steps = self._absolute(args.logging_steps)
+        state.save_steps = self._absolute(args.save_steps)
+        state.eval_steps = self._absolute(args.eval_steps or args.logging_steps)
+        state.train_batch_size = self.world_batch_size
+        state.num_train_epochs = math.ceil(self.num_updates * self.world_batch_size / len(self.prompts))
+        state.is_local_process_zero = acc.is_local_main_process
+        state.is_world_process_zero = acc.is_main_process
+        state.log_history = state.log_history or []
+        return state
+
+    def _absolute(self, steps: float) -> int:
+        return math.ceil(self.num_updates * steps) if steps < 1 else int(steps)
+
+    @property
+    def unwrapped_actor(self):
+        return self.accelerator.unwrap_model(self.actor)
+
+    @property
+    def unwrapped_critic(self) -> ValueModel:
+        return self.accelerator.unwrap_model(self.critic)
+
+    def add_callback(self, callback) -> None:
+        self.callback_handler.add_callback(callback)
+
+    # ----------------------------------------------------------------------------- data order
+
+    def global_prompt_indices(self, step: int) -> list[int]:
+        """Prompts of update `step` (0-based), all ranks: the stream of per-epoch permutations
+        (seeded by seed + epoch) cut into consecutive batches. A pure function of (seed, step),
+        so a resumed run continues exactly where the checkpoint left off."""
+        n = len(self.prompts)
+        start = step * self.world_batch_size
+        out, perms = [], {}
+        for position in range(start, start + self.world_batch_size):
+            epoch = position // n
+            if epoch not in perms:
+                perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch))
+            out.append(int(perms[epoch][position % n]))
+        return out
+
+    def _local(self, indices: list[int]) -> list[int]:
+        size = self.args.per_device_train_batch_size
+        return indices[self.accelerator.process_index * size : (self.accelerator.process_index + 1) * size]
+
+    # ----------------------------------------------------------------------------- training loop
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+        """Run PPO until `max_steps`/`total_episodes`; resume from a checkpoint when asked
+        (True = latest complete one in output_dir; default: `args.resume_from_checkpoint`)."""
+        args = self.args
+        value = args.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
+        resume = checkpoint.resolve_resume(value, args.output_dir)
+        if resume is not None:
+            self._load_checkpoint(resume)
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        while self.state.global_step < self.num_updates and not self.control.should_training_stop:
+            self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
+            record = self._step()
+            self.state.global_step += 1
+            self.state.episode += self.world_batch_size
+            self.state.epoch = self.state.episode / len(self.prompts)
+            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            self._log(record)
+            if self.state.nonfinite_in_a_row >= args.max_nonfinite_steps:
+                raise NonFiniteError(
+                    f"{self.state.nonfinite_in_a_row} updates in a row had a non-finite reward, advantage, loss or "
+                    f"gradient (max_nonfinite_steps={args.max_nonfinite_steps}); stopped at step "
+                    f"{self.state.global_step}. The last complete checkpoint is {checkpoint.latest_checkpoint(args.output_dir)}."
+                )
+            if self.control.should_evaluate and self.eval_dataset is not None:
+                self.evaluate()
+            if self.control.should_save:
+                self._save_checkpoint()
+                self.control = self.callback_handler.on_save(args, self.state, self.control)
+        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        last = self.state.log_history[-1] if self.state.log_history else {}
+        return TrainOutput(self.state.global_step, last.get("loss/policy", float("nan")), last)
+
+    def _step(self) -> dict:
+        """One rollout and its PPO update; returns the (all-rank mean) log record."""
+        args, acc = self.args, self.accelerator
+        started = time.perf_counter()
+        indices = self.global_prompt_indices(self.state.global_step)
+        local = self._local(indices)
+        prompt_ids, prompt_mask = left_pad([self.prompt_ids[i] for i in local], self.processing_class.pad_token_id)
+        actor, critic = self.unwrapped_actor.eval(), self.unwrapped_critic.eval()
+        ref_policy, ref_context = (actor, actor.disable_adapter) if self.ref_model is None else (self.ref_model, nullcontext)
+        rollout = collect_rollout(
+            local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
+            self.generation_config, self.stop_token_ids, args.temperature, args.local_rollout_forward_batch_size,
+        )
+        prompts = [self.prompts[i] for i in local]
+        raw_scores = self.scorer(rollout, prompts, {c: [v[i] for i in local] for c, v in self.columns.items()})
+        scores = self._shape(raw_scores, rollout.has_stop)
+        mask = rollout.response_mask.float()
+        kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, args.kl_estimator) * mask
+        local_bad = sum(not torch.isfinite(t).all() for t in (scores, rollout.logprobs, rollout.ref_logprobs, rollout.values))
+        head = acc.reduce(torch.stack([kl.sum(1).mean(), scores.mean(), torch.tensor(float(local_bad), device=acc.device)]), "sum")
+        n = acc.num_processes
+        rollout_stats = {"kl": head[0].item() / n, "scores": head[1].item() / n, "num_samples": self.world_batch_size}
+        self.control = self.callback_handler.on_rollout_end(args, self.state, self.control, rollout_stats)
+        rewards = token_rewards(kl, scores, mask, self.state.kl_coef)
+        if args.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = gae(rewards, rollout.values, mask, args.gamma, args.lam)
+        advantages = masked_whiten(advantages, mask)
+        bad = head[2] + acc.reduce(torch.tensor(float(not torch.isfinite(advantages).all()), device=acc.device), "sum")
+        rollout_time = time.perf_counter() - started
+        update = self._update(rollout, advantages, returns) if bad.item() == 0 else None
+        self.actor_scheduler.step()
+        self.critic_scheduler.step()
+        skipped = update is None
+        self.state.nonfinite_skipped += skipped
+        self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
+        if skipped:
+            warnings.warn(f"Step {self.state.global_step + 1}: non-finite reward, advantage, loss or gradient; "
+                          "the update was skipped.", stacklevel=2)
+        non_score = (-self.state.kl_coef * kl).sum(1).mean()
+        local_metrics = {
+            "objective/kl": kl.sum(1).mean(),
+            "objective/entropy": (-rollout.logprobs * mask).sum(1).mean(),
+            "objective/non_score_reward": non_score,
+            "objective/raw_scores": raw_scores.mean(),
+            "objective/scores": scores.mean(),
+            "objective/rlhf_reward": scores.mean() + non_score,
+            "objective/response_length": mask.sum(1).mean(),
+            "objective/stop_frac": rollout.has_stop.float().mean(),
+            "prompts/truncated": torch.tensor(float(sum(i in self.truncated for i in local))),
+            **(update or {}),
+        }
+        names = list(local_metrics)
+        values = acc.reduce(torch.stack([torch.as_tensor(local_metrics[k], dtype=torch.float32).to(acc.device) for k in names]), "mean")
+        record = dict(zip(names, values.tolist(), strict=True))
+        record["prompts/truncated"] *= n
+        record.update({
+            "kl_coef": self.state.kl_coef,
+            "lr/actor": self.actor_scheduler.get_last_lr()[0],
+            "lr/critic": self.critic_scheduler.get_last_lr()[0],
+            "nonfinite_skipped": self.state.nonfinite_skipped,
+            "skipped": skipped,
+            "time/rollout": rollout_time,
+            "time/step": time.perf_counter() - started,
+            "prompt_indices": indices,
+        })
+        self._maybe_log_samples(rollout, prompts, scores)
+        return record
+
+    def _shape(self, raw: torch.Tensor, has_stop: torch.Tensor) -> torch.Tensor:
+        args = self.args
+        if args.normalize_reward:
+            everything = self.accelerator.gather(raw)
+            if torch.isfinite(everything).all():
+                self.reward_moments.update(everything)
+            raw = self.reward_moments.normalize(raw)
+        return scoring.shape_scores(raw, has_stop, args.reward_clip, args.missing_eos_penalty)
+
+    def _update(self, rollout, advantages, returns) -> dict | None:
+        """num_ppo_epochs x num_mini_batches optimizer steps; None if a gradient was non-finite
+        (that step and the rest of the update are skipped)."""
+        args, acc = self.args, self.accelerator
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self.state.global_step)
+        batch = rollout.responses.shape[0]
+        num_micro = args.num_ppo_epochs * args.num_mini_batches * args.gradient_accumulation_steps
+        keep_only = supports_logits_to_keep(self.unwrapped_actor)
+        stats: dict[str, list] = {}
+        self.actor.train()
+        self.critic.train()
+        micro_step = 0
+        for _ in range(args.num_ppo_epochs):
+            order = torch.randperm(batch, generator=generator).to(rollout.responses.device)
+            for start in range(0, batch, args.micro_batch_size):
+                rows = order[start : start + args.micro_batch_size]
+                with acc.accumulate(self.actor, self.critic):
+                    terms = self._micro_losses(rollout, advantages, returns, rows, keep_only, micro_step, num_micro)
+                    for name, value in terms.items():
+                        stats.setdefault(name, []).append(value.detach())
+                    acc.backward(terms["loss"])
+                    if acc.sync_gradients and not self._optimizer_step():
+                        return None
+                micro_step += 1
+        return {name: torch.stack(values).mean() for name, values in stats.items() if name != "loss"}
+
+    def _micro_losses(self, rollout, advantages, returns, rows, keep_only, micro_step, num_micro) -> dict:
+        args = self.args
+        mask = rollout.response_mask[rows]
+        width = int(mask.sum(1).max())
+        first = int((rollout.prompt_mask[rows].sum(0) > 0).nonzero()[0])
+        mask = mask[:, :width].float()
+        responses = rollout.responses[rows, :width]
+        ids = torch.cat([rollout.prompt_ids[rows, first:], responses], dim=1)
+        attention = torch.cat([rollout.prompt_mask[rows, first:], rollout.response_mask[rows, :width]], dim=1)
+        logits = response_logits(self.actor, ids, attention, width, keep_only).float() / args.temperature
+        logprobs = logprobs_from_logits(logits, responses)
+        values = self.critic(ids, attention)[:, -width - 1 : -1].float()
+        pg_loss, clipfrac, approxkl = policy_loss(
+            logprobs, rollout.logprobs[rows, :width], advantages[rows, :width], mask, args.cliprange
+        )
+        vf_loss, vf_clipfrac = value_loss(
+            values, rollout.values[rows, :width], returns[rows, :width], mask, args.cliprange_value
+        )
+        extra = self.callback_handler.compute_extra_actor_loss(
+            args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
+            process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
+        )
+        loss = pg_loss + args.vf_coef * vf_loss + sum(coef * term for coef, term in extra.values() if coef)
+        with torch.no_grad():
+            entropy = masked_mean(entropy_from_logits(logits), mask)
+            ratio = masked_mean(torch.exp(logprobs - rollout.logprobs[rows, :width]), mask)
+        return {
+            "loss": loss,
+            "loss/policy": pg_loss,
+            "loss/value": vf_loss,
+            "policy/approxkl": approxkl,
+            "policy/clipfrac": clipfrac,
+            "policy/entropy": entropy,
+            "val/clipfrac": vf_clipfrac,
+            "val/ratio": ratio,
+            **{f"loss/{name}": term for name, (_, term) in extra.items()},
+        }
+
+    def _optimizer_step(self) -> bool:
+        """Clip and step both optimizers; False (nothing stepped) if a gradient norm is non-finite.
+        Norms are computed after DDP's all-reduce, so every rank takes the same branch."""
+        acc = self.accelerator
+        max_norm = self.args.max_grad_norm or float("inf")
+        norms = [acc.clip_grad_norm_(m.parameters(), max_norm) for m in (self.actor, self.critic)]
+        ok = all(torch.isfinite(torch.as_tensor(norm)) for norm in norms)
+        if ok:
+            self.actor_optimizer.step()
+            self.critic_optimizer.step()
+            if self.ema is not None:
+                self._update_ema()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        return ok
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * actor, over trainable parameters (DeepSpeed-Chat)."""
+        live = dict(self.unwrapped_actor.named_parameters())
+        for name, param in self.ema.named_parameters():
+            if live[name].requires_grad:
+                param.lerp_(live[name].detach(), 1.0 - self.args.ema_decay)
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Greedy responses to the eval prompts (split across ranks), scored like rollouts.
+        Logs and returns `eval/scores`, `eval/response_length` and `eval/stop_frac`."""
+        args, acc = self.args, self.accelerator
+        prompts = list(self.eval_dataset["prompt"])[acc.process_index :: acc.num_processes]
+        ids, _ = tokenize_prompts(prompts, self.processing_class, args.max_prompt_length)
+        config = copy.deepcopy(self.generation_config)
+        config.do_sample = False
+        config.temperature, config.top_k, config.top_p = None, None, None
+        actor = self.unwrapped_actor.eval()
+        totals = torch.zeros(3, device=acc.device)
+        size = args.local_rollout_forward_batch_size
+        for start in range(0, len(ids), size):
+            prompt_ids, prompt_mask = left_pad(ids[start : start + size], self.processing_class.pad_token_id)
+            prompt_ids, prompt_mask = prompt_ids.to(acc.device), prompt_mask.to(acc.device)
+            responses, response_mask, has_stop = sample_responses(
+                actor, prompt_ids, prompt_mask, config, self.stop_token_ids, size
+            )
+            rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
+            scores = self._shape(self.scorer(rollout, prompts[start : start + size], None), has_stop)
+            totals += torch.stack([scores.sum(), response_mask.sum().float(), has_stop.sum().float()])
+        totals = acc.reduce(torch.cat([totals, torch.tensor([float(len(ids))], device=acc.device)]), "sum")
+        count = max(totals[3].item(), 1.0)
+        metrics = {"eval/scores": totals[0].item() / count, "eval/response_length": totals[1].item() / count,
+                   "eval/stop_frac": totals[2].item() / count}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    # ----------------------------------------------------------------------------- logging
+
+    def log(self, logs: dict) -> None:
+        """Append to `state.log_history` and hand to the reporting callbacks (as `Trainer.log`)."""
+        logs = {k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+
+    def _log(self, record: dict) -> None:
+        record = {"step": self.state.global_step, "episode": self.state.episode, **record}
+        if self.accelerator.is_main_process:
+            clean = {k: _finite(v) if isinstance(v, float) else v for k, v in record.items()}
+            with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(clean) + "\n")
+        if self.control.should_log:
+            self.log({k: v for k, v in record.items() if k not in ("step", "skipped", "prompt_indices")})
+
+    def _maybe_log_samples(self, rollout, prompts, scores) -> None:
+        """Every `sample_every` steps, the main rank's first rows: prompt, completion, score."""
+        step = self.state.global_step + 1
+        if not self.args.sample_every or step % self.args.sample_every or not self.accelerator.is_main_process:
+            return
+        count = min(self.args.num_sample_completions, len(prompts))
+        completions = self.scorer.decode(rollout)[:count]
+        rows = [
+            {"step": step, "prompt": self.processing_class.decode(self.prompt_ids[i], skip_special_tokens=True),
+             "completion": completion, "score": _finite(float(score))}
+            for i, completion, score in zip(rollout.indices[:count], completions, scores[:count].tolist(), strict=True)
+        ]
+        with open(os.path.join(self.args.output_dir, SAMPLES_FILE), "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        table = "| prompt | completion | score |\n|---|---|---|\n" + "".join(
+            f"| {r['prompt']!r} | {r['completion']!r} | {r['score']} |\n" for r in rows
+        )
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                callback.tb_writer.add_text("samples", table, step)
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        """Every rank writes its RNG state, the main rank the rest, into a temp dir that becomes
+        checkpoint-<step> only when complete (see `checkpoint`)."""
+        acc, step = self.accelerator, self.state.global_step
+        tmp = checkpoint.temp_dir(self.args.output_dir, step)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        acc.wait_for_everyone()
+        checkpoint.save_rng_state(tmp, acc.process_index)
+        if acc.is_main_process:
+            self.unwrapped_actor.save_pretrained(os.path.join(tmp, "actor"))
+            self.processing_class.save_pretrained(os.path.join(tmp, "actor"))
+            self.unwrapped_critic.model.save_pretrained(os.path.join(tmp, CRITIC_SUBDIR))
+            if self.ema is not None:
+                self.ema.save_pretrained(os.path.join(tmp, EMA_SUBDIR))
+            for name, obj in self._stateful().items():
+                torch.save(obj.state_dict(), os.path.join(tmp, f"{name}.pt"))
+            self.state.reward_moments = self.reward_moments.state_dict()
+            self.state.save_to_json(os.path.join(tmp, "trainer_state.json"))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            checkpoint.commit(self.args.output_dir, tmp, step, self.args.save_total_limit)
+        acc.wait_for_everyone()
+
+    def _stateful(self) -> dict:
+        return {
+            "optimizer_actor": self.actor_optimizer,
+            "optimizer_critic": self.critic_optimizer,
+            "scheduler_actor": self.actor_scheduler,
+            "scheduler_critic": self.critic_scheduler,
+        }
+
+    def _load_checkpoint(self, path: str) -> None:
+        checkpoint.load_weights(self.unwrapped_actor, os.path.join(path, "actor"))
+        checkpoint.load_weights(self.unwrapped_critic.model, os.path.join(path, CRITIC_SUBDIR))
+        if self.ema is not None:
+            checkpoint.load_weights(self.ema, os.path.join(path, EMA_SUBDIR))
+        for name, obj in self._stateful().items():
+            obj.load_state_dict(torch.load(os.path.join(path, f"{name}.pt"), weights_only=False))
+        state = PPOTrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
+        self.state = self._new_state(state)
+        self.reward_moments = scoring.RunningMoments(**(state.reward_moments or {}))
+        checkpoint.load_rng_state(path, self.accelerator.process_index)
+
+    # ----------------------------------------------------------------------------- saving
+
+    def save_model(self, output_dir: str | None = None, merge_lora: bool = False) -> None:
+        """Policy (or LoRA adapter, plus merged weights with `merge_lora`) + tokenizer in
+        output_dir, the critic in output_dir/critic, the EMA actor in output_dir/ema, the trainer
+        state and a model card. Merging modifies the policy in place: call this last."""
+        from ..saving import save_model_and_tokenizer
+
+        output_dir = output_dir or self.args.output_dir
+        if self.accelerator.is_main_process:
+            self.unwrapped_critic.model.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
+            self.processing_class.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
+            if self.ema is not None:
+                self.ema.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
+                self.processing_class.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
+            self.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+            save_model_and_tokenizer(self.unwrapped_actor, self.processing_class, output_dir, merge_lora)
+            self._write_model_card(output_dir)
+        self.accelerator.wait_for_everyone()
+
+    def _write_model_card(self, output_dir: str) -> None:
+        args, state = self.args, self.state
+        base = self.unwrapped_actor.get_base_model() if self.is_peft else self.unwrapped_actor
+        reward = args.reward_model_path or ("reward model" if self.scorer.reward_model is not None else None)
+        funcs = ", ".join(getattr(f, "__name__", type(f).__name__) for f in self.scorer.reward_funcs)
+        keys = ["learning_rate", "critic_learning_rate", "kl_coef", "kl_estimator", "adaptive_kl", "target_kl",
+                "cliprange", "cliprange_value", "vf_coef", "gamma", "lam", "num_ppo_epochs", "num_mini_batches",
+                "per_device_train_batch_size", "gradient_accumulation_steps", "response_length", "temperature",
+                "reward_clip", "missing_eos_penalty", "ptx_coef", "ema", "seed"]
+        final = next((r for r in reversed(state.log_history) if "objective/scores" in r), {})
+        shown = ["objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy", "loss/policy",
+                 "loss/value", "loss/ptx", "kl_coef"]
+        lines = [
+            f"# {Path(output_dir).name}", "",
+            "A policy trained with PPO (InstructGPT step 3) by rlhf-recipes.", "",
+            f"- Base (SFT) model: `{base.config._name_or_path or type(base).__name__}`"
+            + (" with a LoRA adapter" if self.is_peft else ""),
+            f"- Reward: {' + '.join(x for x in (f'`{reward}`' if reward else '', funcs) if x)}",
+            f"- Updates: {state.global_step} ({state.episode} episodes); non-finite updates skipped: "
+            f"{state.nonfinite_skipped}",
+            "", "## Hyper-parameters", "", "| name | value |", "|---|---|",
+            *[f"| {k} | {getattr(args, k)} |" for k in keys],
+            "", "## Final metrics", "", "| metric | value |", "|---|---|",
+            *[f"| {k} | {final[k]:.4g} |" for k in shown if isinstance(final.get(k), int | float)],
+            "", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'model = AutoModelForCausalLM.from_pretrained("{output_dir}")' if not self.is_peft
+            else f'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("{output_dir}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{output_dir}")', "```", "",
+            "The critic is in `critic/`" + (", the EMA policy in `ema/`." if self.ema is not None else "."), "",
+        ]
+        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines))
+
+    def push_to_hub(self, commit_message: str = "End of training", **kwargs) -> str | None:
+        """Upload output_dir (without checkpoints) to `hub_model_id` (default: output_dir's name)."""
+        if not self.accelerator.is_main_process:
+            return None
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
+        create_repo(repo_id, token=self.args.hub_token, private=self.args.hub_private_repo, exist_ok=True)
+        return upload_folder(
+            repo_id=repo_id, folder_path=self.args.output_dir, commit_message=commit_message,
+            token=self.args.hub_token, ignore_patterns=[f"{checkpoint.PREFIX}*", ".tmp-*", checkpoint.LATEST], **kwargs,
+        )

@@ -1,0 +1,136 @@
+"""Scores for PPO: a reward model and/or Python reward functions behind one interface, and the
+shaping applied to their sum (running normalisation, clipping, missing-EOS penalty).
+
+Reward functions follow TRL GRPO's convention: `func(prompts, completions, **kwargs) -> list[float]`,
+where `prompts` are the dataset's prompts as given (strings or chat messages), `completions`
+the decoded responses (for chat prompts, `[{"role": "assistant", "content": text}]`), and
+`kwargs` the dataset's other columns for the same rows plus `completion_ids`. `None` in the
+result marks a row the function cannot score; it counts as non-finite.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .ppo.rollout import Rollout, ValueModel, chunked, is_conversational
+
+RewardFunc = Callable[..., list[float | None]]
+
+
+class RewardScorer:
+    """Score = reward model at the last real token of prompt + response (plus) each reward function.
+
+    With a `reward_tokenizer` different from the policy's, prompts and responses are decoded and
+    re-tokenised for the reward model (chat prompts through its chat template; a response that
+    stopped gets the reward tokenizer's EOS, as TRL's RewardTrainer appends it in training).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_model=None,
+        reward_funcs: Sequence[RewardFunc] | None = None,
+        reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        chunk_size: int = 64,
+    ):
+        if reward_model is None and not reward_funcs:
+            raise ValueError("PPO needs a reward_model, reward_funcs, or both.")
+        self.tokenizer = tokenizer
+        self.reward_model = ValueModel(reward_model).eval() if reward_model is not None else None
+        self.reward_funcs = list(reward_funcs or [])
+        self.reward_tokenizer = reward_tokenizer if reward_tokenizer is not tokenizer else None
+        self.chunk_size = chunk_size
+
+    def to(self, device) -> "RewardScorer":
+        if self.reward_model is not None:
+            self.reward_model.to(device)
+        return self
+
+    def completion_ids(self, rollout: Rollout) -> list[list[int]]:
+        return [row[mask.bool()].tolist() for row, mask in zip(rollout.responses, rollout.response_mask, strict=True)]
+
+    def decode(self, rollout: Rollout) -> list[str]:
+        return self.tokenizer.batch_decode(self.completion_ids(rollout), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout, prompts: list, columns: dict[str, list] | None = None) -> torch.Tensor:
+        """Raw scores, one float per row of the rollout (before any shaping)."""
+        device = rollout.responses.device
+        total = torch.zeros(rollout.responses.shape[0], dtype=torch.float32, device=device)
+        need_text = self.reward_funcs or self.reward_tokenizer is not None
+        texts = self.decode(rollout) if need_text else None
+        if self.reward_model is not None:
+            total += self._model_scores(rollout, prompts, texts)
+        if self.reward_funcs:
+            completions = [
+                [{"role": "assistant", "content": text}] if is_conversational(prompt) else text
+                for prompt, text in zip(prompts, texts, strict=True)
+            ]
+            kwargs = dict(columns or {}, completion_ids=self.completion_ids(rollout))
+            for func in self.reward_funcs:
+                values = func(prompts=prompts, completions=completions, **kwargs)
+                if len(values) != len(prompts):
+                    raise ValueError(f"Reward function {func.__name__} returned {len(values)} scores for {len(prompts)} rows.")
+                total += torch.tensor([float("nan") if v is None else float(v) for v in values], device=device)
+        return total
+
+    def _model_scores(self, rollout: Rollout, prompts: list, texts: list[str] | None) -> torch.Tensor:
+        if self.reward_tokenizer is None:
+            ids, mask, last = rollout.input_ids, rollout.attention_mask, rollout.last_token_index
+        else:
+            ids, mask = self._retokenize(prompts, texts, rollout.has_stop.tolist())
+            ids, mask = ids.to(rollout.responses.device), mask.to(rollout.responses.device)
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
+
+        def score(ids_, mask_, last_):
+            return self.reward_model(ids_, mask_).gather(1, last_.unsqueeze(1)).squeeze(1).float()
+
+        return chunked(score, self.chunk_size, ids, mask, last)
+
+    def _retokenize(self, prompts: list, texts: list[str], stopped: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.reward_tokenizer
+        full = []
+        for prompt, text, stop in zip(prompts, texts, stopped, strict=True):
+            if is_conversational(prompt):
+                full.append(tok.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=False))
+            else:
+                full.append(prompt + text + (tok.eos_token if stop and tok.eos_token else ""))
+        enc = tok(full, padding=True, return_tensors="pt", add_special_tokens=not is_conversational(prompts[0]))
+        return enc["input_ids"], enc["attention_mask"]
+
+
+def shape_scores(
+    scores: torch.Tensor,
+    has_stop: torch.Tensor,
+    reward_clip: float | None = None,
+    missing_eos_penalty: float | None = None,
+) -> torch.Tensor:
+    """clip(score, -reward_clip, reward_clip), then minus missing_eos_penalty where no stop token
+    was generated (after clipping, so the penalty always bites)."""
+    if reward_clip is not None:
+        scores = scores.clamp(-reward_clip, reward_clip)
+    if missing_eos_penalty is not None:
+        scores = scores - missing_eos_penalty * (~has_stop).to(scores.dtype)
+    return scores
+
+
+class RunningMoments:
+    """Running mean/variance of all scores seen (Chan et al. parallel update), for normalisation."""
+
+    def __init__(self, mean: float = 0.0, var: float = 1.0, count: int = 0):
+        self.mean, self.var, self.count = mean, var, count
+
+    def update(self, x: torch.Tensor) -> None:
+        n = x.numel()
+        batch_mean, batch_var = x.double().mean().item(), x.double().var(unbiased=False).item()
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / (self.var**0.5 + 1e-8)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
