@@ -1,0 +1,126 @@
+"""Pieces shared by both sides of `ppo_vs_trl.py`; imported from the project venv and the trl 1.11 venv.
+
+Only torch and transformers are used here (both venvs have the same versions), so the two
+workers load the same workload from disk, score with the same reward and time the same way.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+
+DIGITS = "0123456789"
+
+
+class _CountBackbone(nn.Module):
+    """Per position: how many target tokens the (attended part of the) sequence has up to there."""
+
+    def __init__(self, target_ids: list[int]):
+        super().__init__()
+        self.register_buffer("target_ids", torch.tensor(target_ids), persistent=False)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        hits = torch.isin(input_ids, self.target_ids)
+        if attention_mask is not None:
+            hits = hits & attention_mask.bool()
+        counts = hits.cumsum(dim=1).unsqueeze(-1).float()
+        return BaseModelOutput(last_hidden_state=counts, hidden_states=(counts,))
+
+
+class DigitReward(nn.Module):
+    """A Python reward function dressed as a reward model: the number of digit tokens in the text.
+
+    The prompts contain no digits, so the score counts the digits in the response (about
+    response_length x 10/260 at random init, response_length when the policy writes only
+    digits). It is served through both interfaces a PPO trainer may use:
+    - TRL 1.11's `get_reward`: `getattr(model, model.base_model_prefix)(...).hidden_states[-1]`,
+      then `model.score(hidden)` per position, read at the last response token;
+    - a sequence-classification call `model(input_ids, attention_mask).logits` of shape
+      (batch, 1), read at the last attended token like `*ForSequenceClassification`.
+    It has no parameters, so it costs the same negligible time in both trainers.
+    """
+
+    base_model_prefix = "backbone"
+
+    def __init__(self, target_ids: list[int]):
+        super().__init__()
+        self.backbone = _CountBackbone(target_ids)
+
+    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        per_position = self.score(self.backbone(input_ids, attention_mask).last_hidden_state)
+        if attention_mask is None:
+            last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        else:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            last = (attention_mask.bool() * positions).argmax(dim=1)
+        logits = per_position[torch.arange(input_ids.shape[0], device=input_ids.device), last]
+        return SequenceClassifierOutput(logits=logits)
+
+
+def load_workload(workdir: Path):
+    """Tokenizer, policy, reference, value model, digit reward and prompt ids written by `ppo_vs_trl.py`."""
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "tokenizer")
+    tokenizer.padding_side = "left"  # prompts are left-padded for generation; not kept by save_pretrained
+    policy = AutoModelForCausalLM.from_pretrained(workdir / "policy")
+    ref = AutoModelForCausalLM.from_pretrained(workdir / "policy")
+    value = AutoModelForSequenceClassification.from_pretrained(workdir / "value")
+    reward = DigitReward(tokenizer.convert_tokens_to_ids(list(DIGITS)))
+    prompts = [json.loads(line)["input_ids"] for line in (workdir / "prompts.jsonl").read_text().splitlines()]
+    return tokenizer, policy, ref, value, reward, prompts
+
+
+class UpdateTimer(TrainerCallback):
+    """Timestamps every PPO update (`on_step_end`) and the time spent inside `policy.generate`.
+
+    The seconds of update k are the gap between the ends of updates k-1 and k, so everything a
+    trainer does per update (generation, scoring, optimisation, logging, its `gc.collect()`
+    calls) is counted. The generation time is accumulated by wrapping `generate` on the
+    policy instance.
+    """
+
+    def __init__(self, policy):
+        self.step_ends: list[float] = []
+        self.generate_seconds_at_step_end: list[float] = []
+        self.logs: list[dict] = []
+        self._generate_seconds = 0.0
+        self._start = None
+        inner = policy.generate
+
+        def timed_generate(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._generate_seconds += time.perf_counter() - start
+
+        policy.generate = timed_generate
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append(time.perf_counter())
+        self.generate_seconds_at_step_end.append(self._generate_seconds)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+    def result(self) -> dict:
+        """Per-update seconds and generation seconds (update 1 measured from `on_train_begin`)."""
+        ends = [self._start, *self.step_ends]
+        gens = [0.0, *self.generate_seconds_at_step_end]
+        return {
+            "update_seconds": [b - a for a, b in zip(ends, ends[1:])],
+            "generate_seconds": [b - a for a, b in zip(gens, gens[1:])],
+        }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=1))

@@ -1,0 +1,102 @@
+"""One timed run of trl 1.11's experimental PPOTrainer; started by `ppo_vs_trl.py` inside benchmarks/.venv-trl111.
+
+Usage: _trl111_worker.py SPEC_JSON OUT_JSON
+SPEC_JSON (written by ppo_vs_trl.py) names the prepared workload directory and the PPO settings;
+`gc` is "shipped" (TRL untouched) or "neutralised" (its explicit `gc.collect()` calls made no-ops and
+the heap frozen with `gc.freeze()` before training, the most favourable setting for TRL).
+OUT_JSON receives per-update seconds, generation seconds and TRL's logged metrics.
+"""
+
+import gc
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ppo_bench_common import UpdateTimer, load_workload, write_json  # noqa: E402
+
+import trl  # noqa: E402
+from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from trl.experimental.ppo import ppo_trainer as trl_ppo_module  # noqa: E402
+
+
+class _NoCollectGC:
+    """Stands in for the `gc` module inside TRL's PPO trainer: `collect()` does nothing."""
+
+    def __getattr__(self, name):
+        return getattr(gc, name)
+
+    @staticmethod
+    def collect(*_args, **_kwargs):
+        return 0
+
+
+def main(spec_path: str, out_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
+    timer = UpdateTimer(policy)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = PPOConfig(
+            output_dir=output_dir,
+            use_cpu=True,
+            seed=spec["seed"],
+            per_device_train_batch_size=spec["batch_size"],
+            gradient_accumulation_steps=1,
+            num_mini_batches=spec["num_mini_batches"],
+            num_ppo_epochs=spec["num_ppo_epochs"],
+            total_episodes=spec["updates"] * spec["batch_size"],
+            local_rollout_forward_batch_size=spec["batch_size"],
+            response_length=spec["response_length"],
+            temperature=spec["temperature"],
+            learning_rate=spec["learning_rate"],
+            lr_scheduler_type="constant",
+            kl_coef=spec["kl_coef"],
+            kl_estimator=spec["kl_estimator"],
+            cliprange=spec["cliprange"],
+            cliprange_value=spec["cliprange_value"],
+            vf_coef=spec["vf_coef"],
+            gamma=spec["gamma"],
+            lam=spec["lam"],
+            stop_token=None,
+            missing_eos_penalty=None,
+            num_sample_generations=0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = PPOTrainer(
+            args=args,
+            processing_class=tokenizer,
+            model=policy,
+            ref_model=ref,
+            reward_model=reward,
+            value_model=value,
+            train_dataset=Dataset.from_dict({"input_ids": prompts}),
+            callbacks=[timer],
+        )
+        if spec["gc"] == "neutralised":
+            trl_ppo_module.gc = _NoCollectGC()
+            gc.collect()
+            gc.freeze()
+        trainer.train()
+    logs = [log for log in timer.logs if "objective/scores" in log]
+    write_json(
+        Path(out_path),
+        {
+            **timer.result(),
+            "reward": [log["objective/scores"] for log in logs],
+            "kl": [log["objective/kl"] for log in logs],
+            "versions": {"trl": trl.__version__, "torch": torch.__version__},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

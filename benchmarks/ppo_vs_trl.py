@@ -1,0 +1,267 @@
+"""PPO speed and reward curve: rlhf_recipes.ppo.PPOTrainer vs trl 1.11's experimental PPOTrainer.
+
+What is measured
+- Seconds per PPO update (rollout generation + reference/value/reward passes + GAE + all PPO
+  epochs and minibatches + logging), timed as the gap between consecutive `on_step_end`
+  callbacks; the first `warmup` updates of every run are excluded.
+- Generated tokens/s = batch x response_length / seconds per update (end-to-end throughput),
+  and the seconds spent inside `policy.generate` per update.
+- The reward curve: the mean reward of each update's rollout batch, from each trainer's log.
+
+How
+- One workload per config, written once to a temporary directory (byte-level tokenizer,
+  random-init OPT policy and value model, prompts without digits) and loaded by every run,
+  so all runs start from identical weights. The reward is `DigitReward` (fraction of the
+  response that is digits), one nn.Module given to both trainers.
+- Identical settings on both sides: batch, response length (no stop token: every response is
+  `response_length` tokens), PPO epochs, minibatches (one optimizer step per minibatch),
+  learning rate (constant), temperature, k1 KL coefficient, clip ranges, vf_coef, gamma, lam.
+- Three variants, each a fresh subprocess: `trl_shipped` and `trl_gc_neutralised` in
+  benchmarks/.venv-trl111 (made by setup_trl111.sh), `ours` in the interpreter running this
+  script. Repeat r uses seed r for every variant and rotates the variant order, so drifting
+  load on the shared machine hits all variants alike.
+- Reported per variant: the median over all timed updates of all repeats, and each repeat's
+  median. Ratios are ours / TRL; the goal is ours <= 0.6 x trl_gc_neutralised.
+
+Usage: python benchmarks/ppo_vs_trl.py [--configs tiny medium] [--repeats 3]
+Writes benchmarks/results/ppo_vs_trl.json and ppo_vs_trl.md.
+"""
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model
+
+HERE = Path(__file__).resolve().parent
+TRL_PYTHON = HERE / ".venv-trl111" / "bin" / "python"
+WORKERS = {
+    "trl_shipped": (str(TRL_PYTHON), HERE / "_trl111_worker.py"),
+    "trl_gc_neutralised": (str(TRL_PYTHON), HERE / "_trl111_worker.py"),
+    "ours": (sys.executable, HERE / "_ours_worker.py"),
+}
+
+PPO_SETTINGS = dict(
+    batch_size=16,
+    num_ppo_epochs=4,
+    num_mini_batches=4,
+    learning_rate=3e-4,
+    temperature=1.0,
+    kl_coef=0.05,
+    kl_estimator="k1",
+    cliprange=0.2,
+    cliprange_value=0.2,
+    vf_coef=0.1,
+    gamma=1.0,
+    lam=0.95,
+)
+
+CONFIGS = {
+    # FIELD_NOTES' tiny config, where per-update overheads dominate.
+    "tiny": dict(
+        model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=256, word_embed_proj_dim=64),
+        response_length=24,
+        updates=40,
+        warmup=5,
+    ),
+    # FIELD_NOTES' medium config, where the matrix work is a larger share.
+    "medium": dict(
+        model=dict(
+            hidden_size=256, num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024, word_embed_proj_dim=256
+        ),
+        response_length=64,
+        updates=12,
+        warmup=2,
+    ),
+}
+
+_WORDS = (
+    "tell me about the sea and sky why do cats sleep so much write a short note on bread "
+    "what is a good name for a dog explain rain to a child list some colours please"
+).split()
+
+
+def make_prompts(n: int, seed: int) -> list[str]:
+    """`n` prompts of 3 to 8 lowercase words, none containing a digit."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(_WORDS, k=rng.randint(3, 8))) for _ in range(n)]
+
+
+def prepare_workload(workdir: Path, model_sizes: dict, seed: int = 0) -> None:
+    """Write the tokenizer, random-init policy and value model, and tokenized prompts."""
+    tokenizer = build_byte_tokenizer()
+    torch.manual_seed(seed)
+    build_tiny_model("tiny:opt", tokenizer, "causal-lm", model_sizes).save_pretrained(workdir / "policy")
+    build_tiny_model("tiny:opt", tokenizer, "seq-cls", model_sizes).save_pretrained(workdir / "value")
+    tokenizer.save_pretrained(workdir / "tokenizer")
+    lines = [json.dumps({"input_ids": tokenizer(p)["input_ids"]}) for p in make_prompts(512, seed)]
+    (workdir / "prompts.jsonl").write_text("\n".join(lines))
+
+
+def run_variant(variant: str, spec: dict, scratch: Path) -> dict:
+    python, worker = WORKERS[variant]
+    spec_path, out_path = scratch / f"{variant}-spec.json", scratch / f"{variant}-out.json"
+    spec_path.write_text(json.dumps({**spec, "gc": "neutralised" if variant == "trl_gc_neutralised" else "shipped"}))
+    start = time.perf_counter()
+    proc = subprocess.run([python, str(worker), str(spec_path), str(out_path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(out_path.read_text())
+    result["process_seconds"] = time.perf_counter() - start
+    return result
+
+
+def summarise(runs: list[dict], warmup: int, tokens_per_update: int) -> dict:
+    timed = [r["update_seconds"][warmup:] for r in runs]
+    gen = [r["generate_seconds"][warmup:] for r in runs]
+    pooled = [s for run in timed for s in run]
+    median = statistics.median(pooled)
+    return {
+        "seconds_per_update": median,
+        "seconds_per_update_per_repeat": [statistics.median(run) for run in timed],
+        "generate_seconds_per_update": statistics.median([s for run in gen for s in run]),
+        "tokens_per_second": tokens_per_update / median,
+        "timed_updates": len(pooled),
+        "reward_curve": [statistics.fmean(step) for step in zip(*(r["reward"] for r in runs))],
+        "final_reward": statistics.fmean(statistics.fmean(r["reward"][-10:]) for r in runs),
+    }
+
+
+def benchmark_config(name: str, config: dict, variants: list[str], repeats: int, threads: int) -> dict:
+    print(f"== {name}: {config}", flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"ppo-bench-{name}-") as tmp:
+        scratch = Path(tmp)
+        prepare_workload(scratch / "workload", config["model"])
+        runs = {variant: [] for variant in variants}
+        for repeat in range(repeats):
+            order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]
+            for variant in order:
+                spec = dict(
+                    PPO_SETTINGS,
+                    workdir=str(scratch / "workload"),
+                    response_length=config["response_length"],
+                    updates=config["updates"],
+                    seed=repeat,
+                    threads=threads,
+                )
+                result = run_variant(variant, spec, scratch)
+                runs[variant].append(result)
+                timed = result["update_seconds"][config["warmup"] :]
+                print(
+                    f"  repeat {repeat} {variant:>19}: median {statistics.median(timed):.3f} s/update, "
+                    f"final reward {statistics.fmean(result['reward'][-10:]):.3f}",
+                    flush=True,
+                )
+    tokens = PPO_SETTINGS["batch_size"] * config["response_length"]
+    summary = {variant: summarise(variant_runs, config["warmup"], tokens) for variant, variant_runs in runs.items()}
+    if "ours" in summary:
+        for baseline in ("trl_shipped", "trl_gc_neutralised"):
+            if baseline in summary:
+                summary[f"ratio_ours_to_{baseline}"] = (
+                    summary["ours"]["seconds_per_update"] / summary[baseline]["seconds_per_update"]
+                )
+    return {"config": config, "variants": summary, "runs": runs}
+
+
+def trl_versions() -> dict:
+    out = subprocess.run(
+        [str(TRL_PYTHON), "-c", "import json, torch, transformers, trl; print(json.dumps({'trl': trl.__version__, "
+         "'transformers': transformers.__version__, 'torch': torch.__version__}))"],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def environment() -> dict:
+    import trl
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores visible, {platform.system()}",
+        "python": platform.python_version(),
+        "ours": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "trl_venv": trl_versions(),
+    }
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "# PPO: rlhf_recipes vs trl 1.11 experimental PPOTrainer",
+        "",
+        f"{env['date']} · {env['machine']} · torch threads per run: {results['threads']} · "
+        f"ours: torch {env['ours']['torch']}, transformers {env['ours']['transformers']} · "
+        f"TRL side: trl {env['trl_venv']['trl']}, transformers {env['trl_venv']['transformers']}",
+        "",
+        f"PPO settings (both): {json.dumps(PPO_SETTINGS)}; no stop token; {results['repeats']} repeats "
+        "(seed = repeat), variant order rotated.",
+        "",
+        "| config | variant | s/update (median) | per-repeat medians | generate s/update | tokens/s | "
+        "final reward (last 10) | ours / this |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, res in results["configs"].items():
+        cfg = res["config"]
+        label = (f"{name} (h{cfg['model']['hidden_size']}, L{cfg['model']['num_hidden_layers']}, "
+                 f"resp {cfg['response_length']}, {cfg['updates'] - cfg['warmup']} timed + {cfg['warmup']} warm-up)")
+        for variant, s in res["variants"].items():
+            if variant.startswith("ratio"):
+                continue
+            ratio = res["variants"].get(f"ratio_ours_to_{variant}")
+            lines.append(
+                f"| {label} | {variant} | {s['seconds_per_update']:.3f} | "
+                f"{', '.join(f'{x:.3f}' for x in s['seconds_per_update_per_repeat'])} | "
+                f"{s['generate_seconds_per_update']:.3f} | {s['tokens_per_second']:.0f} | "
+                f"{s['final_reward']:.3f} | {'' if ratio is None else f'{ratio:.2f}x'} |"
+            )
+    lines += ["", "## Reward curves (mean over repeats; every 5th update)", ""]
+    for name, res in results["configs"].items():
+        variants = [v for v in res["variants"] if not v.startswith("ratio") and v != "trl_shipped"]
+        curves = {v: res["variants"][v]["reward_curve"] for v in variants}
+        steps = range(0, len(next(iter(curves.values()))), 5)
+        lines += [f"**{name}**", "", "| update | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+        lines += [f"| {k + 1} | " + " | ".join(f"{curves[v][k]:.3f}" for v in variants) + " |" for k in steps]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--variants", nargs="+", default=list(WORKERS), choices=list(WORKERS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (the box is shared)")
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    if not TRL_PYTHON.exists() and any(v.startswith("trl") for v in args.variants):
+        sys.exit(f"{TRL_PYTHON} missing: run `bash benchmarks/setup_trl111.sh` first.")
+    results = {
+        "environment": environment(),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "ppo_settings": PPO_SETTINGS,
+        "configs": {
+            name: benchmark_config(name, CONFIGS[name], args.variants, args.repeats, args.threads)
+            for name in args.configs
+        },
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "ppo_vs_trl.json").write_text(json.dumps(results, indent=1))
+    (args.results_dir / "ppo_vs_trl.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
