@@ -31,8 +31,3 @@ def write_jsonl():
     """(path, rows) -> path, the rows written as JSON Lines."""
     return _write_jsonl
 
-
-@pytest.fixture
-def preference_rows() -> list[dict]:
-    """40 distinct string preference rows."""
-    return [{"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"} for i in range(40)]
