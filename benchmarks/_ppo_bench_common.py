@@ -65,14 +65,15 @@ class DigitReward(nn.Module):
 
 
 def load_workload(workdir: Path):
-    """Tokenizer, policy, reference, value model, digit reward and prompt ids written by `ppo_vs_trl.py`."""
+    """Tokenizer, policy, reference, value model, digit reward and prompt rows ({"prompt", "input_ids"})
+    written by `ppo_vs_trl.py`."""
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tokenizer")
     tokenizer.padding_side = "left"  # prompts are left-padded for generation; not kept by save_pretrained
     policy = AutoModelForCausalLM.from_pretrained(workdir / "policy")
     ref = AutoModelForCausalLM.from_pretrained(workdir / "policy")
     value = AutoModelForSequenceClassification.from_pretrained(workdir / "value")
     reward = DigitReward(tokenizer.convert_tokens_to_ids(list(DIGITS)))
-    prompts = [json.loads(line)["input_ids"] for line in (workdir / "prompts.jsonl").read_text().splitlines()]
+    prompts = [json.loads(line) for line in (workdir / "prompts.jsonl").read_text().splitlines()]
     return tokenizer, policy, ref, value, reward, prompts
 
 

@@ -78,7 +78,7 @@ def main(spec_path: str, out_path: str) -> None:
             ref_model=ref,
             reward_model=reward,
             value_model=value,
-            train_dataset=Dataset.from_dict({"input_ids": prompts}),
+            train_dataset=Dataset.from_dict({"input_ids": [row["input_ids"] for row in prompts]}),
             callbacks=[timer],
         )
         if spec["gc"] == "neutralised":

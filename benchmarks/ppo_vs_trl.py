@@ -98,13 +98,14 @@ def make_prompts(n: int, seed: int) -> list[str]:
 
 
 def prepare_workload(workdir: Path, model_sizes: dict, seed: int = 0) -> None:
-    """Write the tokenizer, random-init policy and value model, and tokenized prompts."""
+    """Write the tokenizer, random-init policy and value model, and the prompts (text for ours,
+    token ids for TRL 1.11, which takes tokenized prompts only)."""
     tokenizer = build_byte_tokenizer()
     torch.manual_seed(seed)
     build_tiny_model("tiny:opt", tokenizer, "causal-lm", model_sizes).save_pretrained(workdir / "policy")
     build_tiny_model("tiny:opt", tokenizer, "seq-cls", model_sizes).save_pretrained(workdir / "value")
     tokenizer.save_pretrained(workdir / "tokenizer")
-    lines = [json.dumps({"input_ids": tokenizer(p)["input_ids"]}) for p in make_prompts(512, seed)]
+    lines = [json.dumps({"prompt": p, "input_ids": tokenizer(p)["input_ids"]}) for p in make_prompts(512, seed)]
     (workdir / "prompts.jsonl").write_text("\n".join(lines))
 
 
