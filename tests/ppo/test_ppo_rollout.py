@@ -1,0 +1,73 @@
+"""Response masking, score shaping, prompt preparation and KL controllers, by hand."""
+
+import torch
+from transformers import TrainerControl
+
+from rlhf_recipes.models import build_word_tokenizer
+from rlhf_recipes.ppo import AdaptiveKLCallback, FixedKLCallback, PPOTrainerState
+from rlhf_recipes.ppo.rollout import left_pad, stop_mask, tokenize_prompts
+from rlhf_recipes.rewards import RunningMoments, shape_scores
+
+EOS, PAD = 2, 0
+
+
+def test_everything_after_the_first_stop_token_is_masked():
+    responses = torch.tensor([
+        [5, 6, EOS, 7, EOS],  # stops at t=2; later tokens (even a second EOS) are masked
+        [EOS, 5, 6, 7, 8],  # empty answer: the stop token itself is its one real token
+        [5, 6, 7, 8, 9],  # never stops: all tokens are real
+    ])
+    mask, has_stop = stop_mask(responses, [EOS])
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert has_stop.tolist() == [True, True, False]
+    mask, has_stop = stop_mask(responses, [7, 9])  # a custom stop token as well as several
+    assert mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]
+    assert stop_mask(responses, [])[1].tolist() == [False, False, False]
+
+
+def test_missing_eos_penalty_applies_after_clipping():
+    raw = torch.tensor([7.0, -1.0, 9.0, float("nan")])
+    has_stop = torch.tensor([True, False, False, True])
+    # clip to [-5, 5] -> [5, -1, 5, nan]; minus 1.5 where no stop token -> [5, -2.5, 3.5, nan]
+    shaped = shape_scores(raw, has_stop, reward_clip=5.0, missing_eos_penalty=1.5)
+    torch.testing.assert_close(shaped[:3], torch.tensor([5.0, -2.5, 3.5]))
+    assert torch.isnan(shaped[3])  # a non-finite score stays visible to the non-finite check
+    torch.testing.assert_close(shape_scores(raw[:3], has_stop[:3]), raw[:3])
+
+
+def test_running_moments_match_the_statistics_of_everything_seen():
+    moments = RunningMoments()
+    moments.update(torch.tensor([1.0, 3.0]))
+    moments.update(torch.tensor([5.0, 7.0, 9.0]))
+    # all five values: mean 5, population variance (16 + 4 + 0 + 4 + 16) / 5 = 8
+    assert abs(moments.mean - 5.0) < 1e-9 and abs(moments.var - 8.0) < 1e-9 and moments.count == 5
+    torch.testing.assert_close(moments.normalize(torch.tensor([5.0 + 8**0.5])), torch.tensor([1.0]))
+
+
+def test_prompts_keep_their_last_tokens_and_chat_prompts_get_the_template():
+    tokenizer = build_word_tokenizer(["a", "b", "c", "d", "Human:", "Assistant:"])
+    ids, truncated = tokenize_prompts(["a b c d", "a", [{"role": "user", "content": "b"}]], tokenizer, 3)
+    vocab = tokenizer.get_vocab()
+    assert ids[0] == [vocab["b"], vocab["c"], vocab["d"]]  # left-truncated: the end of the prompt stays
+    assert ids[1] == [vocab["a"]]
+    assert ids[2] == [vocab["Human:"], vocab["b"], vocab["Assistant:"]]  # HH template + generation prompt
+    assert truncated == [0]
+    input_ids, mask = left_pad(ids[:2], PAD)
+    assert input_ids.tolist() == [ids[0], [PAD, PAD, vocab["a"]]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def _after_rollout(callback, kl_coef, kl, num_samples=64):
+    state = PPOTrainerState(kl_coef=kl_coef)
+    callback.on_rollout_end(None, state, TrainerControl(), rollout_stats={"kl": kl, "num_samples": num_samples})
+    return state.kl_coef
+
+
+def test_adaptive_kl_controller_moves_toward_the_target_both_ways():
+    controller = AdaptiveKLCallback(target=6.0, horizon=10000)
+    # KL 12 > 6: error clip(12/6 - 1) = +0.2 -> 0.1 * (1 + 0.2 * 64 / 10000) = 0.100128
+    assert abs(_after_rollout(controller, 0.1, 12.0) - 0.100128) < 1e-12
+    # KL 3 < 6: error clip(-0.5) = -0.2 -> 0.1 * (1 - 0.00128) = 0.099872
+    assert abs(_after_rollout(controller, 0.1, 3.0) - 0.099872) < 1e-12
+    # KL 6.6: error 0.1 (inside the clip) -> 0.1 * 1.00064
+    assert abs(_after_rollout(controller, 0.1, 6.6) - 0.100064) < 1e-12
+    assert _after_rollout(FixedKLCallback(0.05), 0.3, 100.0) == 0.05
