@@ -69,7 +69,7 @@ def _message(value, column: str) -> dict[str, str]:
         raise DataError(f"column {column!r} has a message with unsupported keys {sorted(extra)}: {value!r:.80}")
     speaker = value.get("role", value.get("from"))
     content = value.get("content", value.get("value"))
-    if speaker not in ROLE_ALIASES:
+    if not isinstance(speaker, str) or speaker not in ROLE_ALIASES:
         raise DropRow("unsupported_role")
     if content is not None and not isinstance(content, str):
         raise DataError(f"column {column!r} has a message whose content is not text: {value!r:.80}")
@@ -147,6 +147,8 @@ def alpaca(row: dict) -> dict:
     """
     query = "\n".join(part for part in (_text(row, "instruction"), _text(row, "input")) if part)
     history = row.get("history") or []
+    if not isinstance(history, list):
+        raise DataError(f"column 'history' must hold a list of [query, answer] pairs, got {history!r:.80}")
     if not _text(row, "system") and not history:
         return {"prompt": query, "completion": _text(row, "output")}
     turns = []
@@ -197,7 +199,10 @@ def preference(row: dict) -> dict:
 
 def implicit_preference(row: dict) -> dict:
     """TRL implicit-prompt preference: chosen/rejected whole conversations; TRL's `extract_prompt` splits off the shared turns."""
-    return extract_prompt({"chosen": _messages(row["chosen"], "chosen"), "rejected": _messages(row["rejected"], "rejected")})
+    chosen, rejected = _messages(row["chosen"], "chosen"), _messages(row["rejected"], "rejected")
+    if not chosen or not rejected:  # extract_prompt needs a turn on each side
+        raise DropRow("empty_response")
+    return extract_prompt({"chosen": chosen, "rejected": rejected})
 
 
 def _split_last_reply(turns: list[dict[str, str]]) -> dict:
