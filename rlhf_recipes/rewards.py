@@ -22,8 +22,8 @@ class RewardScorer:
     """Score = reward model at the last real token of prompt + response (plus) each reward function.
 
     With a `reward_tokenizer` different from the policy's, prompts and responses are decoded and
-    re-tokenised for the reward model (chat prompts through its chat template; a response that
-    stopped gets the reward tokenizer's EOS, as TRL's RewardTrainer appends it in training).
+    re-tokenised for the reward model (chat prompts through its chat template; a plain response
+    that stopped gets the reward tokenizer's EOS, as TRL's RewardTrainer appends it in training).
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class RewardScorer:
         if self.reward_tokenizer is None:
             ids, mask, last = rollout.input_ids, rollout.attention_mask, rollout.last_token_index
         else:
-            ids, mask = self._retokenize(prompts, texts, rollout.has_stop.tolist())
+            ids, mask = self._retokenize(rollout, prompts, texts)
             ids, mask = ids.to(rollout.responses.device), mask.to(rollout.responses.device)
             last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
 
@@ -88,15 +88,21 @@ class RewardScorer:
 
         return chunked(score, self.chunk_size, ids, mask, last)
 
-    def _retokenize(self, prompts: list, texts: list[str], stopped: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _retokenize(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chat prompts: the reward tokenizer's chat template over prompt + assistant answer. Plain
+        prompts: the whole sequence decoded by the policy tokenizer (which keeps the spacing
+        between prompt and answer right), plus the reward tokenizer's EOS if the answer stopped."""
         tok = self.reward_tokenizer
-        full = []
-        for prompt, text, stop in zip(prompts, texts, stopped, strict=True):
-            if is_conversational(prompt):
-                full.append(tok.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=False))
-            else:
-                full.append(prompt + text + (tok.eos_token if stop and tok.eos_token else ""))
-        enc = tok(full, padding=True, return_tensors="pt", add_special_tokens=not is_conversational(prompts[0]))
+        if is_conversational(prompts[0]):
+            full = [tok.apply_chat_template(p + [{"role": "assistant", "content": t}], tokenize=False)
+                    for p, t in zip(prompts, texts, strict=True)]
+            enc = tok(full, padding=True, return_tensors="pt", add_special_tokens=False)
+        else:
+            sequences = [row[mask.bool()].tolist() for row, mask in zip(rollout.input_ids, rollout.attention_mask, strict=True)]
+            decoded = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+            eos = tok.eos_token or ""
+            full = [text + (eos if stop else "") for text, stop in zip(decoded, rollout.has_stop.tolist(), strict=True)]
+            enc = tok(full, padding=True, return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
 

@@ -1,0 +1,186 @@
+"""PPOTrainer behaviour on tiny models: learning, ptx, LoRA reference, EMA, non-finite handling,
+reward-model scoring, saving and hub upload."""
+
+import copy
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, OPTForSequenceClassification
+
+from rlhf_recipes.models import build_byte_tokenizer
+from rlhf_recipes.ppo import NonFiniteError, PPOTrainer, PtxCallback
+from rlhf_recipes.ppo import trainer as trainer_module
+from rlhf_recipes.ppo.checkpoint import MARKER, latest_checkpoint
+from rlhf_recipes.rewards import RewardScorer
+
+
+def read_log(output_dir, name="ppo_log.jsonl"):
+    with open(output_dir / name, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_reward_rises_and_the_run_saves_logs_samples_and_loadable_models(tiny, tmp_path):
+    args = tiny.args(tmp_path, max_steps=14, sample_every=7, eval_strategy="steps", eval_steps=14)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), eval_dataset=tiny.dataset(8))
+    trainer.train()
+    log = read_log(tmp_path)
+    scores = [row["objective/scores"] for row in log]
+    # a random policy says 'yes' ~1/12 of the time; PPO must make it clearly more frequent
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.3, scores
+    expected = {"objective/kl", "objective/entropy", "objective/scores", "objective/rlhf_reward", "policy/approxkl",
+                "policy/clipfrac", "loss/policy", "loss/value", "val/clipfrac", "kl_coef", "lr/actor", "lr/critic",
+                "episode", "nonfinite_skipped", "prompt_indices"}
+    assert expected <= set(log[0]) and [row["step"] for row in log] == list(range(1, 15))
+    assert log[-1]["episode"] == 14 * 16 and log[-1]["nonfinite_skipped"] == 0
+    assert any("eval/scores" in row for row in trainer.state.log_history)
+    samples = read_log(tmp_path, "samples.jsonl")
+    assert [s["step"] for s in samples] == [7] * 4 + [14] * 4 and {"prompt", "completion", "score"} <= set(samples[0])
+
+    trainer.save_model()
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(policy.state_dict(), trainer.unwrapped_actor.state_dict())
+    critic = AutoModelForSequenceClassification.from_pretrained(tmp_path / "critic")
+    torch.testing.assert_close(critic.score.weight, trainer.unwrapped_critic.model.score.weight)
+    card = (tmp_path / "README.md").read_text()
+    assert "reward_yes" in card and "| kl_coef | 0.01 |" in card and "objective/scores" in card
+
+
+def test_ptx_coef_zero_gives_the_same_update_as_no_ptx_and_a_positive_coef_changes_it(tiny, tmp_path):
+    ptx = Dataset.from_list([{"text": "yes no yes no x y"}, {"text": "a b c d"}, {"text": "x x y"}])
+
+    def one_update(name, callbacks):
+        args = tiny.args(tmp_path / name, max_steps=1)
+        trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                             reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), callbacks=callbacks)
+        trainer.train()
+        return trainer.unwrapped_actor.state_dict(), read_log(tmp_path / name)[0]
+
+    plain, _ = one_update("plain", [])
+    zero, zero_log = one_update("zero", [PtxCallback(ptx, 0.0)])
+    mixed, mixed_log = one_update("mixed", [PtxCallback(ptx, 1.0)])
+    for key in plain:
+        assert torch.equal(plain[key], zero[key]), key
+    assert any(not torch.equal(plain[key], mixed[key]) for key in plain)
+    assert zero_log["loss/ptx"] > 0 and mixed_log["loss/ptx"] > 0  # the LM loss is monitored either way
+
+
+def test_lora_reference_is_the_base_model_with_the_adapter_disabled(tiny, tmp_path):
+    base = tiny.policy()
+    original = copy.deepcopy(base).eval()
+    args = tiny.args(tmp_path, max_steps=2, learning_rate=3e-2)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = PPOTrainer(args, tiny.tokenizer, base, value_model=tiny.value(), reward_funcs=[tiny.reward_yes],
+                         train_dataset=tiny.dataset(), peft_config=lora)
+    assert trainer.ref_model is None  # no second copy of the policy
+    trainer.train()
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    actor = trainer.unwrapped_actor.eval()
+    with torch.no_grad():
+        trained = actor(input_ids=ids).logits
+        with actor.disable_adapter():
+            disabled = actor(input_ids=ids).logits
+        reference = original(input_ids=ids).logits
+    assert not torch.allclose(trained, reference, atol=1e-4)  # the adapter did learn something
+    torch.testing.assert_close(disabled, reference)
+    with pytest.raises(ValueError, match="ref_model"):
+        PPOTrainer(args, tiny.tokenizer, tiny.policy(), ref_model=tiny.policy(), value_model=tiny.value(),
+                   reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), peft_config=lora)
+
+
+def test_ema_is_the_decayed_average_of_the_actor(tiny, tmp_path):
+    args = tiny.args(tmp_path, max_steps=1, num_ppo_epochs=1, num_mini_batches=1, ema=True, ema_decay=0.9)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    before = copy.deepcopy(trainer.unwrapped_actor.state_dict())
+    trainer.train()  # exactly one optimizer step
+    after = trainer.unwrapped_actor.state_dict()
+    ema = trainer.ema.state_dict()
+    key = "model.decoder.layers.0.fc1.weight"
+    assert not torch.equal(before[key], after[key])
+    torch.testing.assert_close(ema[key], 0.9 * before[key] + 0.1 * after[key])
+    trainer.save_model()
+    assert (tmp_path / "ema" / "model.safetensors").is_file()
+
+
+def test_non_finite_rewards_skip_updates_then_stop_with_the_last_checkpoint_intact(tiny, tmp_path):
+    calls = {"n": 0}
+
+    def sometimes_nan(prompts, completions, **kwargs):
+        calls["n"] += 1
+        bad = calls["n"] in (2, 4, 5, 6)
+        return [float("nan") if bad else 1.0] * len(prompts)
+
+    args = tiny.args(tmp_path, max_steps=10, max_nonfinite_steps=3, save_strategy="steps", save_steps=3)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[sometimes_nan], train_dataset=tiny.dataset())
+    with pytest.raises(NonFiniteError, match="3 updates in a row"):
+        trainer.train()
+    log = read_log(tmp_path)
+    assert [row["skipped"] for row in log] == [False, True, False, True, True, True]
+    assert [row["nonfinite_skipped"] for row in log] == [0, 1, 1, 2, 3, 4]
+    assert "loss/policy" not in log[1] and "loss/policy" in log[2]  # no update stats for a skipped step
+    assert latest_checkpoint(str(tmp_path)).endswith("checkpoint-3")
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert (tmp_path / "checkpoint-3" / MARKER).is_file()
+
+
+def test_reward_model_with_its_own_tokenizer_scores_retokenised_text(tiny, tmp_path, monkeypatch):
+    rm_tokenizer = build_byte_tokenizer()  # pad <pad> != eos </s>, so HF's own pooling finds the last token
+    torch.manual_seed(3)
+    reward_model = OPTForSequenceClassification(
+        tiny.config(vocab_size=len(rm_tokenizer), pad_token_id=0, max_position_embeddings=128)
+    )
+    args = tiny.args(tmp_path, max_steps=1)
+    with pytest.raises(ValueError, match="pass value_model"):
+        PPOTrainer(args, tiny.tokenizer, tiny.policy(), reward_model=reward_model, train_dataset=tiny.dataset(),
+                   reward_processing_class=rm_tokenizer)
+    seen = []
+    real_call = RewardScorer.__call__
+
+    def spy(self, rollout, prompts, columns=None):
+        scores = real_call(self, rollout, prompts, columns)
+        seen.append((prompts, self.decode(rollout), rollout.has_stop.tolist(), scores))
+        return scores
+
+    monkeypatch.setattr(RewardScorer, "__call__", spy)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(), reward_model=reward_model,
+                         train_dataset=tiny.dataset(), reward_processing_class=rm_tokenizer)
+    trainer.train()
+    prompts, answers, stopped, scores = seen[0]
+    # word-level text: prompt and answer joined by a space; the RM's own EOS after a stopped answer
+    texts = [" ".join(x for x in (p, a) if x) + ("</s>" if s else "") for p, a, s in zip(prompts, answers, stopped)]
+    with torch.no_grad():  # HF's own forward pools at the last non-pad token: an independent reading
+        expected = reward_model(**rm_tokenizer(texts, padding=True, return_tensors="pt")).logits.squeeze(-1)
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_critic_starts_as_a_trainable_copy_of_the_reward_model(tiny, tmp_path):
+    reward_model = tiny.value(seed=5)
+    frozen = copy.deepcopy(reward_model.state_dict())
+    trainer = PPOTrainer(tiny.args(tmp_path, max_steps=1), tiny.tokenizer, tiny.policy(), reward_model=reward_model,
+                         train_dataset=tiny.dataset())
+    critic = trainer.unwrapped_critic.model
+    assert critic is not reward_model
+    torch.testing.assert_close(critic.state_dict(), frozen)
+    trainer.train()
+    assert not torch.equal(critic.score.weight, frozen["score.weight"])  # the critic learns
+    for key, value in reward_model.state_dict().items():
+        assert torch.equal(value, frozen[key]), key  # the reward model does not
+
+
+def test_push_to_hub_uploads_the_output_dir_without_checkpoints(tiny, tmp_path, monkeypatch):
+    calls = {}
+    monkeypatch.setattr(trainer_module, "create_repo", lambda repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
+    monkeypatch.setattr(trainer_module, "upload_folder", lambda **kw: calls.setdefault("upload", kw) and "url")
+    args = tiny.args(tmp_path / "run", hub_model_id="me/tiny-ppo")
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    trainer.push_to_hub(commit_message="done")
+    assert calls["create"][0] == "me/tiny-ppo" and calls["create"][1]["exist_ok"]
+    upload = calls["upload"]
+    assert upload["repo_id"] == "me/tiny-ppo" and upload["folder_path"] == str(tmp_path / "run")
+    assert upload["commit_message"] == "done" and "checkpoint-*" in upload["ignore_patterns"]
