@@ -63,7 +63,7 @@ def _text(row: dict, column: str) -> str:
 
 def _message(value, column: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise DataError(f"column {column!r} holds a {type(value).__name__} where a message dict belongs: {value!r:.80}")
+        raise DataError(f"column {column!r} holds a {type(value).__name__}, expected a message dict: {value!r:.80}")
     extra = {key for key, item in value.items() if item is not None} - {"role", "content", "from", "value"}
     if extra:
         raise DataError(f"column {column!r} has a message with unsupported keys {sorted(extra)}: {value!r:.80}")
@@ -88,6 +88,14 @@ def _with_system(row: dict, turns: list[dict[str, str]]) -> list[dict[str, str]]
     return [{"role": "system", "content": system}, *turns] if system else turns
 
 
+def _user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
 def _prompt_turns(turns: list[dict[str, str]]) -> list[dict[str, str]]:
     if not turns or turns[-1]["role"] != "user":
         raise DropRow("last_prompt_turn_not_user")
@@ -96,10 +104,20 @@ def _prompt_turns(turns: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _reply(value, column: str) -> list[dict[str, str]]:
     """A response that is a text or a single message, as one assistant message."""
-    message = _message(value, column) if isinstance(value, dict) else {"role": "assistant", "content": _as_text(value, column)}
+    message = _message(value, column) if isinstance(value, dict) else _assistant(_as_text(value, column))
     if message["role"] != "assistant":
         raise DropRow("response_not_assistant")
     return [message]
+
+
+def _query_turns(value, column: str) -> list[dict[str, str]]:
+    """A prompt given as messages, or as a text that becomes one user message."""
+    return _messages(value, column) if isinstance(value, list) else [_user(_as_text(value, column))]
+
+
+def _reply_turns(value, column: str) -> list[dict[str, str]]:
+    """A response given as messages, or as a text / single message that becomes one assistant message."""
+    return _messages(value, column) if isinstance(value, list) else _reply(value, column)
 
 
 def hh_rlhf(row: dict) -> dict:
@@ -134,8 +152,8 @@ def rm_static(row: dict) -> dict:
         raise DropRow("malformed_transcript") from None
     return {
         "prompt": _prompt_turns(turns),
-        "chosen": [{"role": "assistant", "content": _text(row, "chosen").strip()}],
-        "rejected": [{"role": "assistant", "content": _text(row, "rejected").strip()}],
+        "chosen": [_assistant(_text(row, "chosen").strip())],
+        "rejected": [_assistant(_text(row, "rejected").strip())],
     }
 
 
@@ -155,23 +173,28 @@ def alpaca(row: dict) -> dict:
     for pair in history:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise DataError(f"column 'history' must hold [query, answer] pairs, got {pair!r:.80}")
-        turns += [{"role": "user", "content": _as_text(pair[0], "history")}, {"role": "assistant", "content": _as_text(pair[1], "history")}]
-    return {
-        "prompt": _with_system(row, [*turns, {"role": "user", "content": query}]),
-        "completion": [{"role": "assistant", "content": _text(row, "output")}],
-    }
+        turns += [_user(_as_text(pair[0], "history")), _assistant(_as_text(pair[1], "history"))]
+    return {"prompt": _with_system(row, [*turns, _user(query)]), "completion": [_assistant(_text(row, "output"))]}
 
 
 def sharegpt_ranking(row: dict) -> dict:
     """LLaMA-Factory ShareGPT ranking: `conversations` [{from, value}] + chosen/rejected {from, value}."""
     prompt = _prompt_turns(_with_system(row, _messages(row["conversations"], "conversations")))
-    return {"prompt": prompt, "chosen": _reply(row["chosen"], "chosen"), "rejected": _reply(row["rejected"], "rejected")}
+    return {
+        "prompt": prompt,
+        "chosen": _reply(row["chosen"], "chosen"),
+        "rejected": _reply(row["rejected"], "rejected"),
+    }
 
 
 def medicalgpt_dpo(row: dict) -> dict:
     """MedicalGPT dpo: `conversations` [{from, value}] + chosen/rejected answer strings."""
     prompt = _prompt_turns(_with_system(row, _messages(row["conversations"], "conversations")))
-    return {"prompt": prompt, "chosen": _reply(_text(row, "chosen"), "chosen"), "rejected": _reply(_text(row, "rejected"), "rejected")}
+    return {
+        "prompt": prompt,
+        "chosen": [_assistant(_text(row, "chosen"))],
+        "rejected": [_assistant(_text(row, "rejected"))],
+    }
 
 
 def medicalgpt_reward(row: dict) -> dict:
@@ -185,20 +208,19 @@ def medicalgpt_reward(row: dict) -> dict:
 
 def preference(row: dict) -> dict:
     """TRL explicit-prompt preference: prompt/chosen/rejected, strings or messages."""
-    values = {column: row[column] for column in ("prompt", "chosen", "rejected")}
-    if not any(isinstance(value, list) for value in values.values()):
-        return {column: _text(row, column) for column in values}
-    prompt = values["prompt"]
-    prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _messages(prompt, "prompt")
+    columns = ("prompt", "chosen", "rejected")
+    if not any(isinstance(row[column], list) for column in columns):
+        return {column: _text(row, column) for column in columns}
     return {
-        "prompt": prompt,
-        "chosen": _messages(values["chosen"], "chosen") if isinstance(values["chosen"], list) else _reply(values["chosen"], "chosen"),
-        "rejected": _messages(values["rejected"], "rejected") if isinstance(values["rejected"], list) else _reply(values["rejected"], "rejected"),
+        "prompt": _query_turns(row["prompt"], "prompt"),
+        "chosen": _reply_turns(row["chosen"], "chosen"),
+        "rejected": _reply_turns(row["rejected"], "rejected"),
     }
 
 
 def implicit_preference(row: dict) -> dict:
-    """TRL implicit-prompt preference: chosen/rejected whole conversations; TRL's `extract_prompt` splits off the shared turns."""
+    """TRL implicit-prompt preference: whole conversations in chosen/rejected; TRL's `extract_prompt`
+    splits off the shared turns as the prompt."""
     chosen, rejected = _messages(row["chosen"], "chosen"), _messages(row["rejected"], "rejected")
     if not chosen or not rejected:  # extract_prompt needs a turn on each side
         raise DropRow("empty_response")
@@ -223,11 +245,11 @@ def sharegpt(row: dict) -> dict:
 
 def prompt_completion(row: dict) -> dict:
     """TRL prompt-completion: strings, or prompt messages + completion messages."""
-    prompt, completion = row["prompt"], row["completion"]
-    if isinstance(prompt, list) or isinstance(completion, list):
-        prompt = _messages(prompt, "prompt") if isinstance(prompt, list) else [{"role": "user", "content": _text(row, "prompt")}]
-        completion = _messages(completion, "completion") if isinstance(completion, list) else _reply(completion, "completion")
-        return {"prompt": prompt, "completion": completion}
+    if isinstance(row["prompt"], list) or isinstance(row["completion"], list):
+        return {
+            "prompt": _query_turns(row["prompt"], "prompt"),
+            "completion": _reply_turns(row["completion"], "completion"),
+        }
     return {"prompt": _text(row, "prompt"), "completion": _text(row, "completion")}
 
 
@@ -245,17 +267,29 @@ def _is_text(feature) -> bool:
 ADAPTERS: dict[str, Adapter] = {
     adapter.name: adapter
     for adapter in (
-        Adapter("medicalgpt_reward", "preference", ("question", "response_chosen", "response_rejected"), medicalgpt_reward),
-        Adapter("sharegpt_ranking", "preference", ("conversations", "chosen", "rejected"), sharegpt_ranking,
-                lambda features: isinstance(features["chosen"], dict)),
-        Adapter("medicalgpt_dpo", "preference", ("conversations", "chosen", "rejected"), medicalgpt_dpo,
-                lambda features: _is_text(features["chosen"])),
-        Adapter("rm_static", "preference", ("prompt", "response", "chosen", "rejected"), rm_static,
-                lambda features: _is_text(features["prompt"])),
+        Adapter(
+            "medicalgpt_reward", "preference", ("question", "response_chosen", "response_rejected"), medicalgpt_reward
+        ),
+        Adapter(
+            "sharegpt_ranking", "preference", ("conversations", "chosen", "rejected"), sharegpt_ranking,
+            lambda features: isinstance(features["chosen"], dict),
+        ),
+        Adapter(
+            "medicalgpt_dpo", "preference", ("conversations", "chosen", "rejected"), medicalgpt_dpo,
+            lambda features: _is_text(features["chosen"]),
+        ),
+        Adapter(
+            "rm_static", "preference", ("prompt", "response", "chosen", "rejected"), rm_static,
+            lambda features: _is_text(features["prompt"]),
+        ),
         Adapter("preference", "preference", ("prompt", "chosen", "rejected"), preference),
-        Adapter("hh_rlhf", "preference", ("chosen", "rejected"), hh_rlhf, lambda features: _is_text(features["chosen"])),
-        Adapter("implicit_preference", "preference", ("chosen", "rejected"), implicit_preference,
-                lambda features: not _is_text(features["chosen"])),
+        Adapter(
+            "hh_rlhf", "preference", ("chosen", "rejected"), hh_rlhf, lambda features: _is_text(features["chosen"])
+        ),
+        Adapter(
+            "implicit_preference", "preference", ("chosen", "rejected"), implicit_preference,
+            lambda features: not _is_text(features["chosen"]),
+        ),
         Adapter("alpaca", "sft", ("instruction", "output"), alpaca),
         Adapter("messages", "sft", ("messages",), messages),
         Adapter("sharegpt", "sft", ("conversations",), sharegpt),
@@ -300,9 +334,15 @@ def apply_column_mapping(dataset: Dataset, mapping: dict[str, str] | None, sourc
         return dataset
     missing = [yours for yours in mapping.values() if yours not in dataset.column_names]
     if missing:
-        raise DataError(f"{source}: column_mapping names column(s) {missing}, which are missing; columns present: {dataset.column_names}.")
+        raise DataError(
+            f"{source}: column_mapping names column(s) {missing}, which are missing; "
+            f"columns present: {dataset.column_names}."
+        )
     renames = {yours: expected for expected, yours in mapping.items() if yours != expected}
-    clashes = [expected for expected in renames.values() if expected in dataset.column_names and expected not in renames]
+    # a target may exist only if it is itself renamed away (a swap)
+    clashes = [target for target in renames.values() if target in dataset.column_names and target not in renames]
     if clashes:
-        raise DataError(f"{source}: column_mapping renames onto column(s) {clashes}, which already exist; drop or map them first.")
+        raise DataError(
+            f"{source}: column_mapping renames onto column(s) {clashes}, which already exist; drop or map them first."
+        )
     return dataset.rename_columns(renames)

@@ -39,13 +39,17 @@ class DataArguments:
     )
     dataset_format: str = field(
         default="auto",
-        metadata={"help": f"Source schema (adapter); 'auto' detects it from the columns. One of: {', '.join(FORMATS)}."},
+        metadata={
+            "help": f"Source schema (adapter); 'auto' detects it from the columns. One of: {', '.join(FORMATS)}. "
+            "With dataset_mixer it applies to every source (keep 'auto' to mix schemas)."
+        },
     )
     column_mapping: dict | str | None = field(
         default=None,
         metadata={
             "help": "Renames your columns to the names a format expects, as {expected: yours}, e.g. "
-            '\'{"prompt": "question", "chosen": "good", "rejected": "bad"}\' (JSON on the command line).'
+            '\'{"prompt": "question", "chosen": "good", "rejected": "bad"}\' (JSON on the command line); '
+            "with dataset_mixer it applies to every source."
         },
     )
     dataset_mixer: dict | str | None = field(
@@ -83,7 +87,8 @@ class DataArguments:
             if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
                 raise ConfigError(f"dataset_mixer[{source!r}] must be a fraction in (0, 1], got {fraction!r}.")
         parse_data_split(self.data_split)
-        if self.eval_split_size < 0 or (self.eval_split_size >= 1 and self.eval_split_size != int(self.eval_split_size)):
+        size = self.eval_split_size
+        if size < 0 or (size >= 1 and size != int(size)):
             raise ConfigError(
                 f"eval_split_size must be a fraction in [0, 1) or a whole row count >= 1, got {self.eval_split_size}."
             )

@@ -132,4 +132,6 @@ def _from_rows(path: Path, rows: list[dict]) -> Dataset:
     try:
         return Dataset.from_list(rows)
     except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are subclasses
-        raise DataError(f"{path}: rows do not share one schema ({_type_change(rows)}; rows counted from 1): {err}") from err
+        raise DataError(
+            f"{path}: rows do not share one schema ({_type_change(rows)}; rows counted from 1): {err}"
+        ) from err

@@ -55,8 +55,14 @@ class DataReport:
             "sizes": dict(self.sizes),
             "dropped": dict(self.dropped),
             "steps": [
-                {"step": s.step, "rows_in": s.rows_in, "rows_out": s.rows_out, "dropped": dict(s.dropped), "examples": s.examples}
-                for s in self.steps
+                {
+                    "step": step.step,
+                    "rows_in": step.rows_in,
+                    "rows_out": step.rows_out,
+                    "dropped": dict(step.dropped),
+                    "examples": step.examples,
+                }
+                for step in self.steps
             ],
         }
 

@@ -13,7 +13,9 @@ def parse_data_split(spec: str) -> tuple[float, float, float]:
     """"2,4,4" -> (2.0, 4.0, 4.0): three non-negative, finite proportions with a positive sum."""
     parts = [part.strip() for part in str(spec).split(",")]
     if len(parts) != len(STAGES):
-        raise ConfigError(f"data_split {spec!r} must have 3 comma-separated proportions (sft,reward,ppo), e.g. '2,4,4'.")
+        raise ConfigError(
+            f"data_split {spec!r} must have 3 comma-separated proportions (sft,reward,ppo), e.g. '2,4,4'."
+        )
     try:
         weights = tuple(float(part) for part in parts)
     except ValueError:
@@ -29,16 +31,16 @@ def stage_part(dataset: Dataset, weights: tuple[float, float, float], stage: str
     Part boundaries are the rounded cumulative proportions of the row count, so they depend only on
     the row count, the weights and the seed: every stage, process and rank sees the same cut.
     """
-    index = STAGES.index(stage)
+    index, spec = STAGES.index(stage), ",".join(f"{weight:g}" for weight in weights)
     if weights[index] == 0:
-        raise DataError(f"data_split gives stage {stage!r} no data (weight 0 in {','.join(f'{w:g}' for w in weights)}).")
+        raise DataError(f"data_split gives stage {stage!r} no data (weight 0 in {spec}).")
     total, cumulative = sum(weights), [0.0]
     for weight in weights:
         cumulative.append(cumulative[-1] + weight)
     start, end = (round(len(dataset) * cumulative[i] / total) for i in (index, index + 1))
     if start == end:
         raise DataError(
-            f"data_split {','.join(f'{w:g}' for w in weights)} leaves stage {stage!r} no rows of the {len(dataset)} available."
+            f"data_split {spec} leaves stage {stage!r} no rows of the {len(dataset)} available."
         )
     return dataset.shuffle(seed=seed).select(range(start, end)).flatten_indices()
 
