@@ -1,7 +1,7 @@
 """Reading one raw source into a `datasets.Dataset`: local files, saved datasets, or the Hub.
 
-Local JSON/JSONL are parsed here so that a bad byte or a broken line is reported with the file
-and line; CSV and Parquet go through `datasets` after a UTF-8 check of CSV text. A name that
+Local JSON (an array, or JSON Lines whatever the suffix) is parsed here so that a bad byte or a
+broken line is reported with the file and line; CSV and Parquet go through `datasets` after a UTF-8 check of CSV text. A name that
 looks like a path never reaches the Hub, so a typo fails here instead of as a confusing
 Hub lookup.
 """
@@ -38,10 +38,12 @@ def load_raw(name: str, config: str | None = None, split: str = "train") -> Data
         raise DataError(f"Data file or directory not found: {path}")
     if path.is_dir():
         return _load_saved(path, split)
-    if path.suffix == ".jsonl":
-        return _from_rows(path, _read_jsonl(path))
-    if path.suffix == ".json":
-        return _from_rows(path, _read_json(path))
+    if path.suffix in (".json", ".jsonl"):
+        lines = _decode_lines(path)
+        # A JSON array starts with "["; anything else is read as JSON Lines, which some projects
+        # name .json (MedicalGPT's reward files are).
+        is_array = next((line for line in lines if line.strip()), "").lstrip().startswith("[")
+        return _from_rows(path, _parse_json_array(path, lines) if is_array else _parse_jsonl(path, lines))
     if path.suffix == ".csv":
         _decode_lines(path)  # only to report a non-UTF-8 line by number before pandas fails vaguely
         try:
@@ -80,9 +82,9 @@ def _decode_lines(path: Path) -> list[str]:
     return lines
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _parse_jsonl(path: Path, lines: list[str]) -> list[dict]:
     rows = []
-    for number, line in enumerate(_decode_lines(path), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -95,17 +97,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _read_json(path: Path) -> list[dict]:
-    text = "".join(_decode_lines(path))
+def _parse_json_array(path: Path, lines: list[str]) -> list[dict]:
     try:
-        rows = json.loads(text)
+        rows = json.loads("".join(lines))
     except json.JSONDecodeError as err:
-        raise DataError(
-            f"{path}, line {err.lineno}, column {err.colno}: malformed JSON ({err.msg}). "
-            "A .json file must hold one JSON array of objects; use .jsonl for one object per line."
-        ) from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: expected a JSON array of objects, got a JSON {type(rows).__name__}.")
+        raise DataError(f"{path}, line {err.lineno}, column {err.colno}: malformed JSON array ({err.msg}).") from None
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: element {number} of the array is a {type(row).__name__}, not an object.")

@@ -5,12 +5,16 @@ one user turn, replies -> one assistant turn), so one dataset has one representa
 then applies the tokenizer's chat template to every row alike.
 """
 
+import logging
+
 from datasets import Dataset, concatenate_datasets
 
 from rlhf_recipes.data.errors import DataError
 from rlhf_recipes.data.filters import drop_duplicates
 from rlhf_recipes.data.records import dataset_is_conversational, features, to_messages
 from rlhf_recipes.data.report import DataReport
+
+logger = logging.getLogger("rlhf_recipes.data")
 
 
 def subsample(dataset: Dataset, fraction: float, seed: int, name: str) -> Dataset:
@@ -27,10 +31,10 @@ def mix(sources: dict[str, tuple[Dataset, float]], seed: int, report: DataReport
     for name, part in parts.items():
         report.sizes[f"mix:{name}"] = len(part)
     if any(dataset_is_conversational(part) for part in parts.values()):
-        parts = {
-            name: part if dataset_is_conversational(part) else part.map(to_messages, features=features(True))
-            for name, part in parts.items()
-        }
+        for name, part in parts.items():
+            if not dataset_is_conversational(part):
+                logger.info("dataset_mixer: %s has string rows; converting them to messages to mix them", name)
+                parts[name] = part.map(to_messages, features=features(True))
     mixed = concatenate_datasets(list(parts.values()))
     mixed = drop_duplicates(mixed, report.step("mix", len(mixed)))
     return mixed.shuffle(seed=seed).flatten_indices()

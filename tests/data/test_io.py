@@ -93,14 +93,16 @@ def test_jsonl_line_that_is_not_an_object(tmp_path, read_source):
 def test_malformed_json_array_names_file_line_and_column(tmp_path, read_source):
     path = tmp_path / "bad.json"
     path.write_text('[\n  {"prompt": "a", "completion": "b"},\n  {"prompt": "c" "completion": "d"}\n]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{re.escape(str(path))}, line 3, column 18: malformed JSON \(Expecting ',' delimiter\)"):
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}, line 3, column 18: malformed JSON array \(Expecting ',' delimiter\)"):
         read_source(path)
 
 
-def test_json_file_that_is_not_an_array(tmp_path, read_source):
-    path = tmp_path / "obj.json"
-    path.write_text('{"prompt": "a"}', encoding="utf-8")
-    with pytest.raises(DataError, match="expected a JSON array of objects, got a JSON dict"):
+def test_json_file_holding_json_lines_is_read_as_such(tmp_path, read_source):
+    path = tmp_path / "lines.json"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n', encoding="utf-8")
+    assert read_source(path)[0]["prompt"] == ["a", "c"]
+    path.write_text('{"prompt": "a", "completion": "b"}\n"just a string"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}, line 2: expected a JSON object, got str"):
         read_source(path)
 
 
