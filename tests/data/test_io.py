@@ -192,3 +192,17 @@ def test_existing_local_file_never_reaches_the_hub(fake_hub, tmp_path, write_jso
 @pytest.mark.parametrize("name", ["Anthropic/hh-rlhf", "imdb"])
 def test_hub_ids_are_not_local(name):
     assert not is_local(name)
+
+
+def test_malformed_csv_names_file_and_line(tmp_path, read_source):
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt,completion\na,b\nc,d,e,f\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: cannot be read as CSV: .*Expected 2 fields in line 3"):
+        read_source(path)
+
+
+def test_unsupported_file_type(tmp_path, read_source):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello", encoding="utf-8")
+    with pytest.raises(DataError, match="Unsupported data file type '.txt'.*use one of .json, .jsonl, .csv, .parquet"):
+        read_source(path)
