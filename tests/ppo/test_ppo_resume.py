@@ -1,0 +1,71 @@
+"""Checkpoints: a resumed run continues exactly like an uninterrupted one; incomplete checkpoints
+are never resumed from; rotation keeps the newest."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.ppo import PPOTrainer
+from rlhf_recipes.ppo.checkpoint import MARKER, latest_checkpoint, resolve_resume
+
+
+def read_log(output_dir):
+    with open(output_dir / "ppo_log.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def make_trainer(tiny, output_dir, **overrides):
+    # adaptive KL so that the controller's state matters; 48 prompts / 16 per step: step 4 starts epoch 2.
+    # A constant learning rate: a linear schedule depends on max_steps, which the two runs change.
+    args = tiny.args(output_dir, adaptive_kl=True, target_kl=0.01, kl_horizon=100, kl_coef=0.05,
+                     lr_scheduler_type="constant", **overrides)
+    return PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                      reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+
+
+def test_resume_continues_at_the_next_step_with_the_same_prompts_weights_and_kl_state(tiny, tmp_path):
+    straight = make_trainer(tiny, tmp_path / "straight", max_steps=5)
+    straight.train()
+
+    first = make_trainer(tiny, tmp_path / "resumed", max_steps=3, save_strategy="steps", save_steps=2,
+                         save_total_limit=1)
+    first.train()
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == ["checkpoint-3"]  # rotated
+    second = make_trainer(tiny, tmp_path / "resumed", max_steps=5)
+    second.train(resume_from_checkpoint=True)
+
+    full, resumed = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5]
+    assert [row["prompt_indices"] for row in resumed] == [row["prompt_indices"] for row in full]
+    assert sorted(i for row in full[:3] for i in row["prompt_indices"]) == list(range(48))  # one epoch, no repeats
+    assert resumed[3]["kl_coef"] == pytest.approx(full[3]["kl_coef"], rel=1e-9)
+    assert full[3]["kl_coef"] != full[0]["kl_coef"]
+    # optimizer moments, scheduler, RNG and weights restored: the continuation matches bit for bit
+    for name, weight in straight.unwrapped_actor.state_dict().items():
+        torch.testing.assert_close(second.unwrapped_actor.state_dict()[name], weight, rtol=0, atol=0)
+    for name, weight in straight.unwrapped_critic.state_dict().items():
+        torch.testing.assert_close(second.unwrapped_critic.state_dict()[name], weight, rtol=0, atol=0)
+    assert second.actor_scheduler.get_last_lr() == straight.actor_scheduler.get_last_lr()
+
+
+def test_resume_ignores_checkpoints_without_the_completion_marker(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, max_steps=1, save_strategy="steps", save_steps=1)
+    trainer.train()
+    complete = tmp_path / "checkpoint-1"
+    assert (complete / MARKER).is_file() and (tmp_path / "latest").read_text() == "checkpoint-1"
+    # a crash while writing step 7 leaves a directory without the marker (and a stale pointer)
+    broken = tmp_path / "checkpoint-7"
+    broken.mkdir()
+    (broken / "trainer_state.json").write_text("{}")
+    (tmp_path / "latest").write_text("checkpoint-7")
+    assert latest_checkpoint(str(tmp_path)) == str(complete)
+    assert resolve_resume(True, str(tmp_path)) == str(complete)
+    with pytest.raises(ConfigError, match="not a complete"):
+        resolve_resume(str(broken), str(tmp_path))
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        resolve_resume("true", str(tmp_path / "empty"))
+    assert resolve_resume("false", str(tmp_path)) is None
+    assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
