@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from datasets import Dataset
-from huggingface_hub import create_repo, upload_folder
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerControl, TrainerState, get_scheduler
 from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
@@ -27,6 +26,7 @@ from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import TrainOutput, set_seed
 
+from .. import hub
 from .. import rewards as scoring
 from ..parsing import ConfigError
 from . import checkpoint
@@ -637,45 +637,28 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _write_model_card(self, output_dir: str) -> None:
-        args, state = self.args, self.state
+        """`rlhf_recipes.hub`'s card: models, key hyper-parameters, first/last PPO metrics from the log."""
+        args = self.args
         base = self.unwrapped_actor.get_base_model() if self.is_peft else self.unwrapped_actor
-        reward = args.reward_model_path or ("reward model" if self.scorer.reward_model is not None else None)
+        keys = hub.COMMON_KEYS + hub.STAGE_KEYS["ppo"]
         funcs = ", ".join(getattr(f, "__name__", type(f).__name__) for f in self.scorer.reward_funcs)
-        keys = ["learning_rate", "critic_learning_rate", "kl_coef", "kl_estimator", "adaptive_kl", "target_kl",
-                "cliprange", "cliprange_value", "vf_coef", "gamma", "lam", "num_ppo_epochs", "num_mini_batches",
-                "per_device_train_batch_size", "gradient_accumulation_steps", "response_length", "temperature",
-                "reward_clip", "missing_eos_penalty", "ptx_coef", "ema", "seed"]
-        final = next((r for r in reversed(state.log_history) if "objective/scores" in r), {})
-        shown = ["objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy", "loss/policy",
-                 "loss/value", "loss/ptx", "kl_coef"]
-        lines = [
-            f"# {Path(output_dir).name}", "",
-            "A policy trained with PPO (InstructGPT step 3) by rlhf-recipes.", "",
-            f"- Base (SFT) model: `{base.config._name_or_path or type(base).__name__}`"
-            + (" with a LoRA adapter" if self.is_peft else ""),
-            f"- Reward: {' + '.join(x for x in (f'`{reward}`' if reward else '', funcs) if x)}",
-            f"- Updates: {state.global_step} ({state.episode} episodes); non-finite updates skipped: "
-            f"{state.nonfinite_skipped}",
-            "", "## Hyper-parameters", "", "| name | value |", "|---|---|",
-            *[f"| {k} | {getattr(args, k)} |" for k in keys],
-            "", "## Final metrics", "", "| metric | value |", "|---|---|",
-            *[f"| {k} | {final[k]:.4g} |" for k in shown if isinstance(final.get(k), int | float)],
-            "", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            f'model = AutoModelForCausalLM.from_pretrained("{output_dir}")' if not self.is_peft
-            else f'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("{output_dir}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{output_dir}")', "```", "",
-            "The critic is in `critic/`" + (", the EMA policy in `ema/`." if self.ema is not None else "."), "",
-        ]
-        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines))
+        info = hub.CardInfo(
+            stage="ppo",
+            base_model=args.sft_model_path or base.config._name_or_path or type(base).__name__,
+            datasets={},
+            hyperparameters={k: getattr(args, k) for k in keys if getattr(args, k, None) is not None},
+            uses_peft=self.is_peft,
+            related_models={"reward model": args.reward_model_path, "reward functions": funcs,
+                            "critic initialisation": args.value_model_path},
+        )
+        Path(output_dir, hub.CARD_NAME).write_text(hub.build_model_card(output_dir, info), encoding="utf-8")
 
-    def push_to_hub(self, commit_message: str = "End of training", **kwargs) -> str | None:
-        """Upload output_dir (without checkpoints) to `hub_model_id` (default: output_dir's name)."""
+    def push_to_hub(self, commit_message: str = "End of training", revision: str | None = None):
+        """Upload output_dir (checkpoints left out) to `hub_model_id` (default: output_dir's name)
+        with `rlhf_recipes.hub.push_to_hub`; only the main process uploads."""
         if not self.accelerator.is_main_process:
             return None
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
-        create_repo(repo_id, token=self.args.hub_token, private=self.args.hub_private_repo, exist_ok=True)
-        return upload_folder(
-            repo_id=repo_id, folder_path=self.args.output_dir, commit_message=commit_message,
-            token=self.args.hub_token, ignore_patterns=[f"{checkpoint.PREFIX}*", ".tmp-*", checkpoint.LATEST], **kwargs,
-        )
+        args = self.args
+        repo_id = args.hub_model_id or Path(args.output_dir).name
+        return hub.push_to_hub(args.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                               revision=revision, commit_message=commit_message)

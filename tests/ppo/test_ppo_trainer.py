@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhf_recipes.models import build_byte_tokenizer
 from rlhf_recipes.ppo import NonFiniteError, PPOTrainer, PtxCallback
-from rlhf_recipes.ppo import trainer as trainer_module
+from rlhf_recipes import hub
 from rlhf_recipes.ppo.checkpoint import MARKER, latest_checkpoint
 from rlhf_recipes.rewards import RewardScorer
 
@@ -46,7 +46,7 @@ def test_reward_rises_and_the_run_saves_logs_samples_and_loadable_models(tiny, t
     critic = AutoModelForSequenceClassification.from_pretrained(tmp_path / "critic")
     torch.testing.assert_close(critic.score.weight, trainer.unwrapped_critic.model.score.weight)
     card = (tmp_path / "README.md").read_text()
-    assert "reward_yes" in card and "| kl_coef | 0.01 |" in card and "objective/scores" in card
+    assert "reward_yes" in card and "| kl_coef | 0.01 |" in card and "| objective/scores |" in card
 
 
 def test_ptx_coef_zero_gives_the_same_update_as_no_ptx_and_a_positive_coef_changes_it(tiny, tmp_path):
@@ -174,13 +174,25 @@ def test_critic_starts_as_a_trainable_copy_of_the_reward_model(tiny, tmp_path):
 
 def test_push_to_hub_uploads_the_output_dir_without_checkpoints(tiny, tmp_path, monkeypatch):
     calls = {}
-    monkeypatch.setattr(trainer_module, "create_repo", lambda repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
-    monkeypatch.setattr(trainer_module, "upload_folder", lambda **kw: calls.setdefault("upload", kw) and "url")
-    args = tiny.args(tmp_path / "run", hub_model_id="me/tiny-ppo")
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = repo_id
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+            return "commit"
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    args = tiny.args(tmp_path / "run", hub_model_id="me/tiny-ppo", hub_token="secret")
     trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
                          reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
-    trainer.push_to_hub(commit_message="done")
-    assert calls["create"][0] == "me/tiny-ppo" and calls["create"][1]["exist_ok"]
+    assert trainer.push_to_hub(commit_message="done") == "commit"
     upload = calls["upload"]
+    assert calls["create"] == "me/tiny-ppo" and calls["token"] == "secret"
     assert upload["repo_id"] == "me/tiny-ppo" and upload["folder_path"] == str(tmp_path / "run")
     assert upload["commit_message"] == "done" and "checkpoint-*" in upload["ignore_patterns"]
