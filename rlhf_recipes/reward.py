@@ -20,7 +20,7 @@ from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_co
 from .parsing import ConfigError, parse_args
 from .reward_eval import evaluate_reward_model, format_report, write_report
 from .saving import MERGED_SUBDIR
-from .training_defaults import resume_checkpoint, train_and_save
+from .training_defaults import resume_checkpoint, run_training, save_final
 
 EVAL_REPORT_NAME = "eval_rm.json"
 
@@ -62,6 +62,30 @@ def check_init_checkpoint(model_args: ModelArguments) -> None:
         raise ConfigError(f"{name!r} holds no full model (no config.json; a LoRA adapter?).{hint} as model_name_or_path.")
 
 
+def evaluate_held_out(
+    trainer: RewardTrainer, eval_dataset: Dataset | None, script_args: RewardScriptArguments
+) -> dict | None:
+    """Score the held-out pairs with the trained model; write `eval_rm.json` and print a short table."""
+    if eval_dataset is None:
+        print("reward: no eval split, so no held-out evaluation (eval_rm.json not written).")
+        return None
+    args = trainer.args
+    report = evaluate_reward_model(
+        trainer.model,
+        trainer.processing_class,
+        eval_dataset,
+        num_samples=script_args.eval_rm_num_samples,
+        batch_size=args.per_device_eval_batch_size,
+        max_length=args.max_length,
+    )
+    if trainer.is_world_process_zero():
+        path = os.path.join(args.output_dir, EVAL_REPORT_NAME)
+        write_report(report, path)
+        print(format_report(report, max_pairs=script_args.eval_rm_show_pairs))
+        print(f"reward: held-out evaluation written to {path}")
+    return report
+
+
 def train_reward(
     model_args: ModelArguments,
     training_args: RewardConfig,
@@ -69,7 +93,7 @@ def train_reward(
     eval_dataset: Dataset | None = None,
     script_args: RewardScriptArguments | None = None,
 ) -> tuple[RewardTrainer, dict | None]:
-    """Train the reward model on prompt/chosen/rejected rows, save it, and evaluate it on `eval_dataset`.
+    """Train the reward model on prompt/chosen/rejected rows, evaluate it on `eval_dataset`, and save it.
 
     Returns the trainer and the evaluation report (None without an eval split); the report is
     also written to `output_dir/eval_rm.json` and summarised on stdout.
@@ -88,23 +112,9 @@ def train_reward(
         processing_class=tokenizer,
         peft_config=peft_config_for(model_args, "SEQ_CLS"),
     )
-    train_and_save(trainer, tokenizer, resume_from, model_args.merge_lora)
-    if eval_dataset is None:
-        print("reward: no eval split, so no held-out evaluation (eval_rm.json not written).")
-        return trainer, None
-    report = evaluate_reward_model(
-        trainer.model,
-        tokenizer,
-        eval_dataset,
-        num_samples=script_args.eval_rm_num_samples,
-        batch_size=training_args.per_device_eval_batch_size,
-        max_length=training_args.max_length,
-    )
-    if trainer.is_world_process_zero():
-        path = os.path.join(training_args.output_dir, EVAL_REPORT_NAME)
-        write_report(report, path)
-        print(format_report(report, max_pairs=script_args.eval_rm_show_pairs))
-        print(f"reward: held-out evaluation written to {path}")
+    run_training(trainer, resume_from)
+    report = evaluate_held_out(trainer, eval_dataset, script_args)
+    save_final(trainer, tokenizer, model_args.merge_lora)
     return trainer, report
 
 

@@ -73,9 +73,9 @@ def evaluate_reward_model(
     batch_size: int = 8,
     max_length: int | None = None,
 ) -> dict:
-    """Score the first `num_samples` pairs of `dataset` (all when None).
+    """Score the pairs of `dataset` in order, up to `num_samples` of them (all when None).
 
-    Pairs whose chosen or rejected sequence is longer than `max_length` tokens are left out, as
+    Pairs whose chosen or rejected sequence is longer than `max_length` tokens are passed over, as
     `RewardTrainer` leaves them out of training, and counted in `num_skipped_too_long`.
     Returns the summary (`num_pairs`, `accuracy` = share of pairs with chosen > rejected,
     `mean_margin`, `chosen_mean`, `rejected_mean`) and `pairs`: one record per scored pair.
@@ -86,8 +86,8 @@ def evaluate_reward_model(
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     _check_pad_token(model, tokenizer)
     rows, encoded, skipped = [], [], 0
-    for index, row in enumerate(dataset):
-        if num_samples is not None and index >= num_samples:
+    for row in dataset:
+        if num_samples is not None and len(encoded) == num_samples:
             break
         pair = encode_pair(row, tokenizer)
         if max_length is not None and max(len(ids) for ids in pair) > max_length:
@@ -181,8 +181,9 @@ class RewardEvalArguments:
     column_mapping: dict | str | None = field(
         default=None, metadata={"help": "Renames your columns for the format, as {expected: yours} (JSON)."}
     )
-    data_seed: int = field(default=42, metadata={"help": "Seed of the data layer's shuffle: which pairs come first."})
-    num_samples: int | None = field(default=None, metadata={"help": "Score only the first N pairs (default: all)."})
+    num_samples: int | None = field(
+        default=None, metadata={"help": "Score the first N pairs that fit in max_length (default: all)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Pairs scored per forward pass."})
     max_length: int | None = field(
         default=None,
@@ -197,9 +198,12 @@ def load_reward_model(path: str, trust_remote_code: bool = False) -> tuple[PreTr
     model_args = ModelArguments(model_name_or_path=path)
     tokenizer = load_tokenizer(model_args, trust_remote_code)
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        model = AutoPeftModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
-    else:
-        model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=trust_remote_code)
+        # PEFT checks that the adapter is a sequence-classification one; its base is the SFT causal LM.
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, pad_token_id=tokenizer.pad_token_id, trust_remote_code=trust_remote_code
+        )
+        return model.eval(), tokenizer
+    model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=trust_remote_code)
     architectures = model.config.architectures or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise ValueError(
@@ -213,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`rlhf-recipes eval-rm --model_name_or_path DIR --dataset FILE [--num_samples N] [--json out.json]`."""
     (args,) = parse_args([RewardEvalArguments], argv)
     model, tokenizer = load_reward_model(args.model_name_or_path, args.trust_remote_code)
+    # Every pair of the source for the reward stage, none held out (the data layer shuffles them).
     data_args = DataArguments(
         dataset_name=args.dataset,
         dataset_config=args.dataset_config,
@@ -221,7 +226,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         column_mapping=args.column_mapping,
         data_split="0,1,0",
         eval_split_size=0,
-        data_seed=args.data_seed,
     )
     pairs = load_stage_dataset(data_args, "reward")["train"]
     max_length = args.max_length or getattr(model.config, "max_position_embeddings", None)

@@ -14,7 +14,7 @@ from trl import SFTConfig, SFTTrainer
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
 from .parsing import parse_args
-from .training_defaults import resume_checkpoint, train_and_save
+from .training_defaults import resume_checkpoint, run_training, save_final
 
 
 def train_sft(
@@ -39,7 +39,8 @@ def train_sft(
         processing_class=tokenizer,
         peft_config=peft_config_for(model_args, "CAUSAL_LM"),
     )
-    train_and_save(trainer, tokenizer, resume_from, model_args.merge_lora)
+    run_training(trainer, resume_from)
+    save_final(trainer, tokenizer, model_args.merge_lora)
     return trainer
 
 

@@ -2,8 +2,9 @@
 
 The HF `TrainingArguments` carry `resume_from_checkpoint` only as a string that the Trainer
 itself ignores ("intended for training/evaluation scripts"); `resume_checkpoint` gives it the
-HF script semantics. `train_and_save` is the common tail of a stage: train (resuming if asked),
-record metrics and state, then write the final model + tokenizer with `rlhf_recipes.saving`.
+HF script semantics. `run_training` and `save_final` are the common tail of a stage: train
+(resuming if asked), record metrics and state, then write the final model + tokenizer with
+`rlhf_recipes.saving`.
 """
 
 import os
@@ -40,18 +41,20 @@ def resume_checkpoint(training_args: TrainingArguments) -> str | None:
     return value
 
 
-def train_and_save(
-    trainer: Trainer, tokenizer: PreTrainedTokenizerBase, resume_from: str | None, merge_lora: bool
-) -> dict:
-    """Train, save metrics + trainer state, then the final model/adapter + tokenizer to `output_dir`.
-
-    Returns the training metrics. Only the main process writes files.
-    """
+def run_training(trainer: Trainer, resume_from: str | None) -> dict:
+    """Train (resuming from `resume_from` when given), then save metrics and trainer state; returns the metrics."""
     result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    return result.metrics
+
+
+def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, merge_lora: bool) -> None:
+    """The final model/adapter + tokenizer to `output_dir` (and `merged/` with `merge_lora`), main process only.
+
+    Merging LoRA weights modifies the model in place, so this comes after any use of the trained model.
+    """
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         save_model_and_tokenizer(trainer.model, tokenizer, trainer.args.output_dir, merge_lora)
-    return result.metrics

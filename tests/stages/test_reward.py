@@ -12,7 +12,7 @@ from trl import RewardConfig
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.reward import EVAL_REPORT_NAME, check_init_checkpoint, train_reward
-from rlhf_recipes.reward_eval import evaluate_reward_model
+from rlhf_recipes.reward_eval import evaluate_reward_model, load_reward_model
 
 
 def _toy_pairs(count: int, seed: int) -> list[dict]:
@@ -96,3 +96,20 @@ def test_lora_adapter_as_init_checkpoint_points_to_merged_weights(tmp_path):
     (tmp_path / "merged").mkdir()
     with pytest.raises(ConfigError, match="merged"):
         check_init_checkpoint(ModelArguments(model_name_or_path=str(tmp_path)))
+
+
+def test_lora_reward_model_reloads_as_adapter_and_merged_with_the_evaluated_scores(tiny_base, tmp_path, fast):
+    model_args = ModelArguments(
+        model_name_or_path=tiny_base, use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"], merge_lora=True
+    )
+    config = RewardConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=3e-3, **fast)
+    held_out = _toy_pairs(4, seed=1)
+
+    _, report = train_reward(model_args, config, Dataset.from_list(_toy_pairs(16, seed=0)), Dataset.from_list(held_out))
+
+    assert (tmp_path / "adapter_config.json").is_file()
+    expected = [pair["chosen_score"] for pair in report["pairs"]]
+    for path in (tmp_path, tmp_path / "merged"):
+        model, tokenizer = load_reward_model(str(path))
+        scores = [pair["chosen_score"] for pair in evaluate_reward_model(model, tokenizer, held_out)["pairs"]]
+        assert scores == pytest.approx(expected, abs=1e-5)

@@ -52,10 +52,15 @@ def test_summary_and_records_from_fixed_scores(tokenizer):
     }
 
 
-def test_num_samples_scores_the_first_pairs_only(tokenizer):
-    report = evaluate_reward_model(FixedScores(tokenizer), tokenizer, Dataset.from_list(ROWS), num_samples=2)
+def test_num_samples_scores_the_first_pairs_that_fit(tokenizer):
+    too_long = {"prompt": "P9: a much longer prompt", "chosen": " c", "rejected": " r"}
+    rows = Dataset.from_list([too_long, *ROWS])
+
+    report = evaluate_reward_model(FixedScores(tokenizer), tokenizer, rows, num_samples=2, max_length=8)
 
     assert report["num_pairs"] == 2
+    assert report["num_skipped_too_long"] == 1
+    assert [pair["prompt"] for pair in report["pairs"]] == ["P0:", "P1:"]
     assert report["accuracy"] == 0.5
     assert report["mean_margin"] == pytest.approx((3 - 2) / 2)
 
@@ -104,8 +109,8 @@ def test_scores_are_deterministic_with_dropout_and_training_mode_is_restored():
     second = evaluate_reward_model(model, tokenizer, ROWS, batch_size=1)
 
     assert model.training
-    assert [p["chosen_score"] for p in first["pairs"]] == pytest.approx([p["chosen_score"] for p in second["pairs"]])
-    assert [p["rejected_score"] for p in first["pairs"]] == pytest.approx([p["rejected_score"] for p in second["pairs"]])
+    assert [p["chosen_score"] for p in first["pairs"]] == pytest.approx([p["chosen_score"] for p in second["pairs"]], abs=1e-5)
+    assert [p["rejected_score"] for p in first["pairs"]] == pytest.approx([p["rejected_score"] for p in second["pairs"]], abs=1e-5)
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
