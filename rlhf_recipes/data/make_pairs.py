@@ -1,0 +1,176 @@
+"""`rlhf-recipes make-pairs`: preference pairs whose rejected answer is a model's own answer.
+
+InstructGPT-style "weaker model's answer as the bad answer": for each row of an SFT dataset
+(prompt + demonstration), a model (a smaller or untuned one) answers the prompt; the
+demonstration becomes `chosen` and the model's answer `rejected`. The output is JSON Lines in
+TRL's conversational preference format (`prompt`, `chosen`, `rejected` as message lists), which
+the reward recipes read like any other preference file.
+
+    rlhf-recipes make-pairs --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \\
+        --dataset ../shared/data/llamafactory_alpaca_zh_demo.json --output runs/pairs.jsonl \\
+        [--max_new_tokens 256] [--num_samples 500] [--data_split 2,2,1 --split_part reward]
+
+`data_split` + `split_part` take one DeepSpeed-Chat part of the dataset, the same rows the
+stages see with that `data_split`: e.g. pairs from the reward part while SFT trains on the sft
+part, so the reward model never scores demonstrations the policy was fine-tuned on.
+"""
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, set_seed
+
+from rlhf_recipes.data.config import FORMATS, DataArguments
+from rlhf_recipes.data.loading import load_source
+from rlhf_recipes.data.records import to_messages
+from rlhf_recipes.data.report import DataReport
+from rlhf_recipes.data.splits import stage_part
+from rlhf_recipes.data.stages import STAGES, project
+from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
+from rlhf_recipes.parsing import ConfigError, parse_args
+
+
+@dataclass
+class MakePairsArguments:
+    """Which model answers, which SFT rows it answers, and how it samples."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "The model whose answers become `rejected` (Hub id, directory or tiny:<family>)."}
+    )
+    dataset: str = field(
+        metadata={"help": "SFT data: Alpaca, ShareGPT, messages, prompt/completion (or preference rows: their chosen)."}
+    )
+    output: str = field(metadata={"help": "JSON Lines file to write (prompt/chosen/rejected messages)."})
+    dataset_format: str = field(default="auto", metadata={"help": f"Source schema, one of: {', '.join(FORMATS)}."})
+    column_mapping: dict | str | None = field(
+        default=None, metadata={"help": "Column renames {expected: yours} (JSON)."}
+    )
+    data_split: str = field(
+        default="1,0,0", metadata={"help": "DeepSpeed-Chat proportions sft,reward,ppo (default: all rows)."}
+    )
+    split_part: str = field(
+        default="sft", metadata={"help": "Which part of data_split to answer: sft, reward or ppo."}
+    )
+    data_seed: int = field(
+        default=42, metadata={"help": "Seed of the data layer's shuffle and split (as in the stages)."}
+    )
+    num_samples: int | None = field(
+        default=None, metadata={"help": "Answer the first N rows of the part (default: all)."}
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest generated answer, in tokens."})
+    max_prompt_length: int = field(default=512, metadata={"help": "Prompts keep their last N tokens."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts generated together."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (true) or greedy decoding (false)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 disables."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling."})
+    dtype: str | None = field(default=None, metadata={"help": "Weights dtype: bfloat16, float16, float32 or auto."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
+
+    def __post_init__(self):
+        if self.split_part not in STAGES:
+            raise ConfigError(f"split_part must be one of {', '.join(STAGES)}, got {self.split_part!r}.")
+        for name in ("max_new_tokens", "max_prompt_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1, got {self.num_samples}.")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+def load_sft_rows(args: MakePairsArguments) -> Dataset:
+    """The `split_part` part of the dataset as conversational prompt/completion rows."""
+    data_args = DataArguments(
+        dataset_name=args.dataset,
+        dataset_format=args.dataset_format,
+        column_mapping=args.column_mapping,
+        data_split=args.data_split,
+        data_seed=args.data_seed,
+    )
+    records = load_source(args.dataset, data_args, "sft", DataReport("make-pairs"))
+    part = project(stage_part(records, data_args.split_weights, args.split_part, args.data_seed), "sft")
+    if args.num_samples is not None:
+        part = part.select(range(min(args.num_samples, len(part))))
+    return part.map(_as_messages, remove_columns=part.column_names)
+
+
+def _as_messages(row: dict) -> dict:
+    messages = to_messages(row)
+    return {"prompt": messages["prompt"], "completion": messages["completion"]}
+
+
+def _encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], max_length: int) -> dict:
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    return tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False, return_tensors="pt"
+    )
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], args: MakePairsArguments):
+    """The model's answer (a string) to each conversational prompt, through the tokenizer's chat template."""
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    sampling = dict(do_sample=False)
+    if args.do_sample:
+        sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    answers = []
+    for start in range(0, len(prompts), args.batch_size):
+        batch = _encode_prompts(tokenizer, prompts[start : start + args.batch_size], args.max_prompt_length)
+        batch = batch.to(model.device)
+        output = model.generate(
+            **batch,
+            max_new_tokens=args.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return answers
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def make_pairs(args: MakePairsArguments) -> Counter:
+    """Write the pairs to `args.output`; returns counts of rows written and skipped per reason."""
+    rows = load_sft_rows(args)
+    set_seed(args.seed)
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=args.model_name_or_path), args.trust_remote_code)
+    model_args = ModelArguments(model_name_or_path=args.model_name_or_path, dtype=args.dtype)
+    model = load_model(model_args, tokenizer, trust_remote_code=args.trust_remote_code)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    answers = generate_answers(model, tokenizer, rows["prompt"], args)
+    counts = Counter()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as handle:
+        for row, answer in zip(rows, answers, strict=True):
+            if not answer:
+                counts["skipped_empty_answer"] += 1
+            elif answer == row["completion"][-1]["content"].strip():
+                counts["skipped_same_as_chosen"] += 1
+            else:
+                pair = {"prompt": row["prompt"], "chosen": row["completion"], "rejected": [_assistant(answer)]}
+                handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+                counts["written"] += 1
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    (args,) = parse_args([MakePairsArguments], argv)
+    counts = make_pairs(args)
+    skipped = ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items()) if reason != "written")
+    print(f"make-pairs: wrote {counts['written']} pairs to {args.output}" + (f" ({skipped})" if skipped else ""))
+    if not counts["written"]:
+        raise SystemExit(
+            f"make-pairs: no pair written to {args.output}; every answer was empty or equal to the demonstration."
+        )
