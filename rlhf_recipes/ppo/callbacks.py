@@ -98,8 +98,8 @@ class PtxCallback(PPOCallback):
     """PPO-ptx (InstructGPT): adds `ptx_coef * L_ptx` to the actor loss, L_ptx the LM loss on a
     batch of pretraining/SFT texts (`losses.ptx_loss`), one batch per actor microbatch.
 
-    `ptx_dataset` has a `text` column, or `messages` (chat template applied), or `prompt` +
-    `completion` strings. Batches follow a fixed order derived from `args.seed`, the global
+    `ptx_dataset` has a `text` column, or `messages`, or `prompt` + `completion` (TRL's SFT
+    formats; chat messages go through the tokenizer's chat template). Batches follow a fixed order derived from `args.seed`, the global
     step and the microbatch, so runs resume with the same batches and ranks read disjoint rows.
     The LM loss is computed and logged even at `ptx_coef=0` (a forgetting monitor); nothing is
     then added and the update is identical to one without ptx.
@@ -117,7 +117,8 @@ class PtxCallback(PPOCallback):
         if "messages" in columns:
             return [tokenizer.apply_chat_template(m, tokenize=False) for m in self.dataset["messages"]]
         if {"prompt", "completion"} <= set(columns):
-            return [p + c for p, c in zip(self.dataset["prompt"], self.dataset["completion"], strict=True)]
+            pairs = zip(self.dataset["prompt"], self.dataset["completion"], strict=True)
+            return [tokenizer.apply_chat_template(p + c, tokenize=False) if isinstance(p, list) else p + c for p, c in pairs]
         raise ValueError(f"The ptx dataset needs a 'text', 'messages' or 'prompt'+'completion' column; it has {columns}.")
 
     def on_train_begin(self, args, state, control, processing_class=None, **kwargs):

@@ -1,0 +1,91 @@
+"""The PPO recipe: configuration errors before any model loads, and a tiny end-to-end run."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from rlhf_recipes.data import DataArguments
+from rlhf_recipes.models import ModelArguments
+from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.ppo import PPOConfig
+from rlhf_recipes.ppo import run as run_module
+
+
+def ppo_config(tmp_path, **overrides):
+    base = dict(output_dir=str(tmp_path / "ppo"), use_cpu=True, report_to="none", disable_tqdm=True,
+                sft_model_path="tiny:opt", reward_model_path="tiny:opt", max_prompt_length=64, response_length=8)
+    return PPOConfig(**dict(base, **overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(per_device_train_batch_size=6, num_mini_batches=4), "divisible by num_mini_batches"),
+        (dict(per_device_train_batch_size=8, num_mini_batches=2, gradient_accumulation_steps=3), "gradient_accumulation"),
+        (dict(kl_estimator="k2"), "kl_estimator"),
+        (dict(stop_token="eos", stop_token_id=5), "not both"),
+        (dict(missing_eos_penalty=-1.0), "missing_eos_penalty"),
+    ],
+)
+def test_invalid_settings_are_rejected_by_the_config(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        ppo_config(tmp_path, **overrides)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fails the test if a model or the data is loaded."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("loaded before the configuration error was raised")
+
+    monkeypatch.setattr(run_module, "load_model", forbidden)
+    monkeypatch.setattr(run_module, "load_stage_dataset", forbidden)
+
+
+def test_response_beyond_the_model_positions_fails_before_loading(tmp_path, no_loading):
+    model_args = ModelArguments(model_config_overrides={"max_position_embeddings": 64})
+    args = ppo_config(tmp_path, max_prompt_length=60, response_length=8)
+    with pytest.raises(ConfigError, match=r"exceeds the model's 64 positions"):
+        run_module.run_ppo(model_args, DataArguments(), args)
+
+
+def test_separate_reference_with_lora_fails_before_loading(tmp_path, no_loading):
+    args = ppo_config(tmp_path, ref_model_path="tiny:opt")
+    with pytest.raises(ConfigError, match="ref_model_path is set together with use_peft"):
+        run_module.run_ppo(ModelArguments(use_peft=True), DataArguments(), args)
+
+
+def test_missing_step_outputs_name_the_step_to_run(tmp_path, no_loading):
+    args = ppo_config(tmp_path, sft_model_path=str(tmp_path / "runs/sft"))
+    with pytest.raises(ConfigError, match=r"Run step 1 \(rlhf-recipes sft"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), args)
+    args = ppo_config(tmp_path, reward_model_path=str(tmp_path / "runs/reward"))
+    with pytest.raises(ConfigError, match=r"Run step 2 \(rlhf-recipes reward"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), args)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="merge_lora"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), ppo_config(tmp_path, sft_model_path=str(adapter)))
+    with pytest.raises(ConfigError, match="reward_model_path"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), ppo_config(tmp_path, reward_model_path=None))
+
+
+def test_tiny_recipe_trains_with_ptx_and_saves_a_loadable_policy(tmp_path):
+    rows = [{"prompt": f"Question {i}: say hi", "completion": f" hi {i}"} for i in range(24)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data_args = DataArguments(dataset_name=str(data), data_split="1,0,1", eval_split_size=0)
+    args = ppo_config(tmp_path, per_device_train_batch_size=4, num_mini_batches=2, num_ppo_epochs=1, max_steps=2,
+                      ptx_coef=0.5, save_strategy="no", sample_every=0)
+    trainer = run_module.run_ppo(ModelArguments(), data_args, args,
+                                 run_module.PPOScriptArguments(ptx_dataset_name=str(data)))
+    log = [json.loads(line) for line in open(tmp_path / "ppo" / "ppo_log.jsonl", encoding="utf-8")]
+    assert [row["step"] for row in log] == [1, 2] and all(row["loss/ptx"] > 0 for row in log)
+    # the PPO prompts come from the ppo half of the split, never from the SFT (ptx) half
+    ppo_prompts = {trainer.prompts[i] for row in log for i in row["prompt_indices"]}
+    assert ppo_prompts.isdisjoint(trainer.callback_handler.callbacks[-1].dataset["prompt"])
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo")
+    assert policy.config.model_type == "opt" and (tmp_path / "ppo" / "critic" / "config.json").is_file()
