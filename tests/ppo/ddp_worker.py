@@ -1,0 +1,50 @@
+"""Run by test_ppo_ddp.py under `torchrun --nproc_per_node 2`: a short PPO run on two CPU ranks.
+
+Rank 1's reward function returns NaN on its second rollout only, so both ranks must agree to
+skip that update (a rank deciding alone would hang the other in the next collective). PPO-ptx
+is on: its per-rank batches differ, so its gradients must be all-reduced for the ranks to agree.
+"""
+
+import os
+import sys
+
+import torch
+from datasets import Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import Tiny  # noqa: E402
+
+from rlhf_recipes.ppo import PPOTrainer, PtxCallback  # noqa: E402
+
+output_dir = sys.argv[1]
+rank = int(os.environ["RANK"])
+tiny = Tiny()
+calls = {"n": 0}
+
+
+def reward(prompts, completions, completion_ids, **kwargs):
+    calls["n"] += 1
+    if rank == 1 and calls["n"] == 2:
+        return [float("nan")] * len(prompts)
+    return tiny.reward_yes(prompts, completions, completion_ids)
+
+
+ptx = Dataset.from_list([{"text": t} for t in ("yes no yes", "a b c d", "x y x y", "no no", "c d a")])
+args = tiny.args(output_dir, max_steps=3, per_device_train_batch_size=8, num_mini_batches=2,
+                 gradient_accumulation_steps=2, save_strategy="steps", save_steps=3, ema=True)
+trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(), reward_funcs=[reward],
+                     train_dataset=tiny.dataset(), callbacks=[PtxCallback(ptx, 0.5)])
+assert trainer.accelerator.num_processes == 2, trainer.accelerator.num_processes
+initial = {k: v.clone() for k, v in trainer.unwrapped_actor.state_dict().items()}
+trainer.train()
+trainer.save_model()
+torch.save(
+    {
+        "world_size": trainer.accelerator.num_processes,
+        "initial": initial,
+        "actor": trainer.unwrapped_actor.state_dict(),
+        "critic": trainer.unwrapped_critic.state_dict(),
+        "ema": trainer.ema.state_dict(),
+    },
+    os.path.join(output_dir, f"rank{rank}.pt"),
+)
