@@ -20,7 +20,7 @@ from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_co
 from .parsing import ConfigError, parse_args
 from .reward_eval import evaluate_reward_model, format_report, write_report
 from .saving import MERGED_SUBDIR
-from .training_defaults import resume_checkpoint, run_training, save_final
+from .training_defaults import check_merge_lora, resume_checkpoint, run_training, save_final
 
 EVAL_REPORT_NAME = "eval_rm.json"
 
@@ -58,8 +58,8 @@ def check_init_checkpoint(model_args: ModelArguments) -> None:
         return
     if not os.path.isfile(os.path.join(name, "config.json")):
         merged = os.path.join(name, MERGED_SUBDIR)
-        hint = f" Use {merged!r}" if os.path.isdir(merged) else " Rerun SFT with merge_lora: true and use its merged/ dir"
-        raise ConfigError(f"{name!r} holds no full model (no config.json; a LoRA adapter?).{hint} as model_name_or_path.")
+        fix = f"use {merged!r}" if os.path.isdir(merged) else "rerun SFT with merge_lora: true and use its merged/ dir"
+        raise ConfigError(f"{name!r} holds no full model (no config.json; a LoRA adapter?): {fix} instead.")
 
 
 def evaluate_held_out(
@@ -100,6 +100,7 @@ def train_reward(
     """
     script_args = script_args or RewardScriptArguments()
     check_init_checkpoint(model_args)
+    check_merge_lora(model_args)
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)

@@ -33,10 +33,12 @@ def encode_pair(row: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int
     prompt = row.get("prompt")
     if is_conversational(row):
         tools = row.get("tools")
-        kwargs = {"tools": json.loads(tools) if isinstance(tools, str) else tools, **(row.get("chat_template_kwargs") or {})}
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        kwargs = {"tools": tools, **(row.get("chat_template_kwargs") or {})}
+        conversations = [(prompt or []) + row[key] for key in ("chosen", "rejected")]
         return tuple(
-            tokenizer.apply_chat_template((prompt or []) + row[key], tokenize=True, return_dict=True, **kwargs)["input_ids"]
-            for key in ("chosen", "rejected")
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+            for messages in conversations
         )
     eos = tokenizer.eos_token
     texts = [row[key] if row[key].endswith(eos) else row[key] + eos for key in ("chosen", "rejected")]
@@ -58,7 +60,8 @@ def _score(model, collator: DataCollatorForPreference, encoded: list[tuple[list[
     device = next(model.parameters()).device
     for start in range(0, len(encoded), batch_size):
         batch = collator([{"chosen_ids": c, "rejected_ids": r} for c, r in encoded[start : start + batch_size]])
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask")}
+        logits = model(**inputs).logits
         scores_chosen, scores_rejected = torch.chunk(logits.squeeze(-1).float().cpu(), chunks=2)
         chosen += scores_chosen.tolist()
         rejected += scores_rejected.tolist()
@@ -100,9 +103,10 @@ def evaluate_reward_model(
             f"No preference pair to score: the dataset is empty or all {skipped} pairs exceed max_length={max_length}."
         )
     was_training = model.training
+    collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)
     model.eval()
     try:
-        chosen, rejected = _score(model, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id), encoded, batch_size)
+        chosen, rejected = _score(model, collator, encoded, batch_size)
     finally:
         model.train(was_training)
     pairs = [
@@ -175,7 +179,9 @@ class RewardEvalArguments:
         metadata={"help": "Reward model directory: a full model, a merged LoRA model, or a LoRA adapter."}
     )
     dataset: str = field(metadata={"help": "Preference data: a local file, a saved dataset or a Hub id."})
-    dataset_format: str = field(default="auto", metadata={"help": "Source schema; 'auto' detects it (see DataArguments)."})
+    dataset_format: str = field(
+        default="auto", metadata={"help": "Source schema; 'auto' detects it (see DataArguments)."}
+    )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_split: str = field(default="train", metadata={"help": "Split of a Hub dataset or saved DatasetDict."})
     column_mapping: dict | str | None = field(
@@ -187,9 +193,11 @@ class RewardEvalArguments:
     batch_size: int = field(default=8, metadata={"help": "Pairs scored per forward pass."})
     max_length: int | None = field(
         default=None,
-        metadata={"help": "Pairs longer than this many tokens are skipped and counted (default: the model's maximum)."},
+        metadata={"help": "Pairs longer than this many tokens are skipped and counted (default: the model's limit)."},
     )
-    json: str | None = field(default=None, metadata={"help": "Also write the full report (every pair) to this JSON file."})
+    json: str | None = field(
+        default=None, metadata={"help": "Also write the full report (every pair) to this JSON file."}
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
 
 

@@ -14,7 +14,7 @@ from trl import SFTConfig, SFTTrainer
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
 from .parsing import parse_args
-from .training_defaults import resume_checkpoint, run_training, save_final
+from .training_defaults import check_merge_lora, resume_checkpoint, run_training, save_final
 
 
 def train_sft(
@@ -27,6 +27,7 @@ def train_sft(
 
     Returns the trainer, whose `state.log_history` holds the losses.
     """
+    check_merge_lora(model_args)
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)

@@ -2,9 +2,9 @@
 
 The HF `TrainingArguments` carry `resume_from_checkpoint` only as a string that the Trainer
 itself ignores ("intended for training/evaluation scripts"); `resume_checkpoint` gives it the
-HF script semantics. `run_training` and `save_final` are the common tail of a stage: train
-(resuming if asked), record metrics and state, then write the final model + tokenizer with
-`rlhf_recipes.saving`.
+HF script semantics; `check_merge_lora` rejects a merge without LoRA before any training.
+`run_training` and `save_final` are the common tail of a stage: train (resuming if asked),
+record metrics and state, then write the final model + tokenizer with `rlhf_recipes.saving`.
 """
 
 import os
@@ -12,6 +12,7 @@ import os
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from .models import ModelArguments
 from .parsing import ConfigError
 from .saving import save_model_and_tokenizer
 
@@ -39,6 +40,12 @@ def resume_checkpoint(training_args: TrainingArguments) -> str | None:
     if not os.path.isdir(value):
         raise ConfigError(f"resume_from_checkpoint: {value!r} is not a checkpoint directory.")
     return value
+
+
+def check_merge_lora(model_args: ModelArguments) -> None:
+    """`merge_lora` needs LoRA; caught before training rather than at the final save."""
+    if model_args.merge_lora and not model_args.use_peft:
+        raise ConfigError("merge_lora: true needs LoRA training (use_peft: true); a full model has nothing to merge.")
 
 
 def run_training(trainer: Trainer, resume_from: str | None) -> dict:

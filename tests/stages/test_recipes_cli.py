@@ -82,7 +82,9 @@ def test_eval_rm_cli_prints_good_and_bad_scores_and_writes_json(tmp_path, capsys
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "report.json"
 
-    assert cli.main(["eval-rm", "--model_name_or_path", str(model_dir), "--dataset", str(data), "--json", str(out)]) == 0
+    argv = ["eval-rm", "--model_name_or_path", str(model_dir), "--dataset", str(data), "--json", str(out)]
+
+    assert cli.main(argv) == 0
 
     report = json.loads(out.read_text())
     printed = capsys.readouterr().out

@@ -77,7 +77,8 @@ def test_trl_loss_is_the_pairwise_log_sigmoid_of_hand_set_scores(trained):
 def test_trl_training_loss_matches_the_evaluator_scores(trained):
     """The evaluator scores the exact sequences the trainer trained on: same tokens, same pad handling."""
     trainer = trained.trainer
-    rows = _toy_pairs(3, seed=2) + [{"prompt": "Q: longer prompt here? A:", "chosen": " x", "rejected": " a longer one"}]
+    uneven = {"prompt": "Q: longer prompt here? A:", "chosen": " x", "rejected": " a longer one"}  # padding matters
+    rows = _toy_pairs(3, seed=2) + [uneven]
 
     loss = trainer.evaluate(Dataset.from_list(rows))["eval_loss"]
     report = evaluate_reward_model(trainer.model, trainer.processing_class, rows)
@@ -102,7 +103,9 @@ def test_lora_reward_model_reloads_as_adapter_and_merged_with_the_evaluated_scor
     model_args = ModelArguments(
         model_name_or_path=tiny_base, use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"], merge_lora=True
     )
-    config = RewardConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=3e-3, **fast)
+    config = RewardConfig(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=3e-3, **fast
+    )
     held_out = _toy_pairs(4, seed=1)
 
     _, report = train_reward(model_args, config, Dataset.from_list(_toy_pairs(16, seed=0)), Dataset.from_list(held_out))

@@ -109,8 +109,9 @@ def test_scores_are_deterministic_with_dropout_and_training_mode_is_restored():
     second = evaluate_reward_model(model, tokenizer, ROWS, batch_size=1)
 
     assert model.training
-    assert [p["chosen_score"] for p in first["pairs"]] == pytest.approx([p["chosen_score"] for p in second["pairs"]], abs=1e-5)
-    assert [p["rejected_score"] for p in first["pairs"]] == pytest.approx([p["rejected_score"] for p in second["pairs"]], abs=1e-5)
+    for key in ("chosen_score", "rejected_score"):
+        # equal up to float rounding (batch 8 vs 1); dropout would move scores by ~0.1
+        assert [p[key] for p in first["pairs"]] == pytest.approx([p[key] for p in second["pairs"]], abs=1e-5)
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])

@@ -15,8 +15,8 @@ from rlhf_recipes.sft import train_sft
 from rlhf_recipes.training_defaults import resume_checkpoint
 
 # Eight fixed demonstrations: a tiny model can start memorising them within a few steps.
-ROWS = [{"prompt": f"Q: colour of item {i}? A:", "completion": f" {colour}"} for i, colour in
-        enumerate(["red", "blue", "green", "red", "blue", "green", "red", "blue"])]
+COLOURS = ["red", "blue", "green", "red", "blue", "green", "red", "blue"]
+ROWS = [{"prompt": f"Q: colour of item {i}? A:", "completion": f" {colour}"} for i, colour in enumerate(COLOURS)]
 
 
 def _config(output_dir, fast, **overrides) -> SFTConfig:
@@ -61,13 +61,15 @@ def test_lora_sft_saves_an_adapter_and_merged_weights_with_equal_logits(tiny_bas
 
 def test_resume_true_continues_from_the_latest_checkpoint(tiny_base, tmp_path, fast):
     model_args = ModelArguments(model_name_or_path=tiny_base)
-    train_sft(model_args, _config(tmp_path, fast, max_steps=4, save_strategy="steps", save_steps=2), Dataset.from_list(ROWS))
+    first_run = _config(tmp_path, fast, max_steps=4, save_strategy="steps", save_steps=2)
+    train_sft(model_args, first_run, Dataset.from_list(ROWS))
     state_file = tmp_path / "checkpoint-4" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     state["log_history"].append({"step": 4, "marker": "from checkpoint-4"})
     state_file.write_text(json.dumps(state))
 
-    trainer = train_sft(model_args, _config(tmp_path, fast, max_steps=5, resume_from_checkpoint="true"), Dataset.from_list(ROWS))
+    resumed = _config(tmp_path, fast, max_steps=5, resume_from_checkpoint="true")
+    trainer = train_sft(model_args, resumed, Dataset.from_list(ROWS))
 
     assert trainer.state.global_step == 5
     assert {"step": 4, "marker": "from checkpoint-4"} in trainer.state.log_history
@@ -91,3 +93,28 @@ def test_resume_values(tmp_path, fast):
         resolve(str(tmp_path / "checkpoint-3"))
     with pytest.raises(ConfigError, match="holds no checkpoint"):
         resume_checkpoint(SFTConfig(output_dir=str(tmp_path / "empty"), resume_from_checkpoint="true", **fast))
+
+
+def test_qlora_sft_trains_lora_on_a_4bit_base_and_saves_the_adapter(tiny_base, tmp_path, fast):
+    bnb = pytest.importorskip("bitsandbytes")
+    model_args = ModelArguments(
+        model_name_or_path=tiny_base,
+        load_in_4bit=True,
+        use_peft=True,
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
+    )
+
+    trainer = train_sft(model_args, _config(tmp_path, fast, max_steps=2), Dataset.from_list(ROWS))
+
+    assert isinstance(trainer.model.get_base_model().model.decoder.layers[0].self_attn.k_proj, bnb.nn.Linear4bit)
+    assert trainer.state.global_step == 2
+    adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path)
+    assert adapter.peft_config["default"].r == 4
+
+
+def test_merge_lora_without_lora_fails_before_training(tiny_base, tmp_path, fast):
+    with pytest.raises(ConfigError, match="merge_lora: true needs LoRA"):
+        model_args = ModelArguments(model_name_or_path=tiny_base, merge_lora=True)
+        train_sft(model_args, _config(tmp_path, fast), Dataset.from_list(ROWS))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
