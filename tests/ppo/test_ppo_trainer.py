@@ -23,7 +23,8 @@ def read_log(output_dir, name="ppo_log.jsonl"):
 
 
 def test_reward_rises_and_the_run_saves_logs_samples_and_loadable_models(tiny, tmp_path):
-    args = tiny.args(tmp_path, max_steps=14, sample_every=7, eval_strategy="steps", eval_steps=14)
+    args = tiny.args(tmp_path, max_steps=14, sample_every=7, eval_strategy="steps", eval_steps=14,
+                     report_to="tensorboard")
     trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
                          reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), eval_dataset=tiny.dataset(8))
     trainer.train()
@@ -39,6 +40,8 @@ def test_reward_rises_and_the_run_saves_logs_samples_and_loadable_models(tiny, t
     assert any("eval/scores" in row for row in trainer.state.log_history)
     samples = read_log(tmp_path, "samples.jsonl")
     assert [s["step"] for s in samples] == [7] * 4 + [14] * 4 and {"prompt", "completion", "score"} <= set(samples[0])
+    events = b"".join(path.read_bytes() for path in (tmp_path / "runs").rglob("events.out.tfevents.*"))
+    assert b"objective/scores" in events and b"samples" in events  # scalars and the sample table reach TensorBoard
 
     trainer.save_model()
     policy = AutoModelForCausalLM.from_pretrained(tmp_path)
@@ -196,3 +199,23 @@ def test_push_to_hub_uploads_the_output_dir_without_checkpoints(tiny, tmp_path, 
     assert calls["create"] == "me/tiny-ppo" and calls["token"] == "secret"
     assert upload["repo_id"] == "me/tiny-ppo" and upload["folder_path"] == str(tmp_path / "run")
     assert upload["commit_message"] == "done" and "checkpoint-*" in upload["ignore_patterns"]
+
+
+def test_each_minibatch_is_one_clipped_optimizer_step_over_its_accumulated_microbatches(tiny, tmp_path):
+    def one_update(name, **overrides):
+        args = tiny.args(tmp_path / name, max_steps=1, per_device_train_batch_size=16, num_mini_batches=2,
+                         gradient_accumulation_steps=2, num_ppo_epochs=3, **overrides)
+        trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                             reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+        before = copy.deepcopy(trainer.unwrapped_actor.state_dict())
+        trainer.train()
+        moved = max((trainer.unwrapped_actor.state_dict()[k] - w).abs().max().item() for k, w in before.items())
+        steps = {int(s["step"]) for s in trainer.actor_optimizer.state_dict()["state"].values()}
+        return moved, steps
+
+    moved, steps = one_update("free", max_grad_norm=1e9)
+    assert steps == {6}  # 3 epochs x 2 minibatches; 4 microbatches of 4 rows each accumulate into 2 steps
+    assert moved > 1e-3  # Adam moves weights by ~lr = 3e-3 per step
+    # gradients clipped to norm 1e-12 sit far below Adam's eps (1e-8): the update all but vanishes
+    clipped, _ = one_update("clipped", max_grad_norm=1e-12)
+    assert clipped < 1e-5
