@@ -35,7 +35,7 @@ def alpaca_rows(shared_data) -> dict[str, str]:
 def pairs_file(tiny_dir, shared_data, tmp_path_factory):
     output = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     argv = ["make-pairs", "--model_name_or_path", tiny_dir, "--dataset", str(shared_data / ALPACA_ZH),
-            "--output", str(output), "--num_samples", "5", "--max_new_tokens", "6",
+            "--output", str(output), "--num_samples", "5", "--max_new_tokens", "6", "--max_prompt_length", "256",
             "--data_split", "2,2,1", "--split_part", "reward"]
     assert cli_main(argv) == 0
     return output
@@ -73,7 +73,8 @@ def test_answers_equal_to_the_demonstration_are_skipped_and_counted(tiny_dir, tm
     data = tmp_path / "sft.jsonl"
     data.write_text(json.dumps({"prompt": "你好", "completion": "同样的回答"}, ensure_ascii=False) + "\n", encoding="utf-8")
     monkeypatch.setattr("rlhf_recipes.data.make_pairs.generate_answers", lambda model, tok, prompts, args: ["同样的回答"])
-    args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(data), output=str(tmp_path / "out.jsonl"))
+    args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(data), output=str(tmp_path / "out.jsonl"),
+                              max_prompt_length=64, max_new_tokens=8)
     assert make_pairs(args) == {"skipped_same_as_chosen": 1}
     assert (tmp_path / "out.jsonl").read_text() == ""
 
@@ -94,4 +95,32 @@ def test_a_part_with_no_share_is_refused(tiny_dir, shared_data, tmp_path):
     args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(shared_data / ALPACA_ZH),
                               output=str(tmp_path / "o.jsonl"), data_split="1,0,0", split_part="reward")
     with pytest.raises(DataError, match="gives stage 'reward' no data"):
+        make_pairs(args)
+
+
+def test_pairs_from_a_mixture_match_the_stages_parts(tiny_dir, shared_data, tmp_path):
+    mixer = {str(shared_data / ALPACA_ZH): 0.5, str(shared_data / "llamafactory_dpo_zh_demo.json"): 1.0}
+    output = tmp_path / "pairs.jsonl"
+    args = MakePairsArguments(model_name_or_path=tiny_dir, dataset_mixer=json.dumps(mixer), output=str(output),
+                              data_split="2,2,1", split_part="reward", num_samples=6, max_new_tokens=4,
+                              max_prompt_length=256)
+    assert make_pairs(args)["written"] == 6
+    pairs = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    stage_args = dict(dataset_mixer=mixer, data_split="2,2,1", eval_split_size=0)
+    sft = load_stage_dataset(DataArguments(**stage_args), "sft")["train"]
+    ppo = load_stage_dataset(DataArguments(**stage_args), "ppo")["train"]
+    seen_elsewhere = [json.dumps(p, ensure_ascii=False) for p in list(sft["prompt"]) + list(ppo["prompt"])]
+    assert not {json.dumps(p["prompt"], ensure_ascii=False) for p in pairs} & set(seen_elsewhere)
+
+
+def test_no_data_is_refused(tiny_dir, tmp_path):
+    args = MakePairsArguments(model_name_or_path=tiny_dir, output=str(tmp_path / "o.jsonl"))
+    with pytest.raises(ConfigError, match="set --dataset"):
+        make_pairs(args)
+
+
+def test_prompt_plus_answer_beyond_the_model_positions_is_refused(tiny_dir, shared_data, tmp_path):
+    args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(shared_data / ALPACA_ZH),
+                              output=str(tmp_path / "o.jsonl"), max_prompt_length=500, max_new_tokens=100)
+    with pytest.raises(ConfigError, match=r"max_prompt_length \(500\) \+ max_new_tokens \(100\) exceed .* 512 positions"):
         make_pairs(args)

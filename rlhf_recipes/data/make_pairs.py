@@ -9,10 +9,12 @@ the reward recipes read like any other preference file.
     rlhf-recipes make-pairs --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \\
         --dataset ../shared/data/llamafactory_alpaca_zh_demo.json --output runs/pairs.jsonl \\
         [--max_new_tokens 256] [--num_samples 500] [--data_split 2,2,1 --split_part reward]
+        [--dataset_mixer '{"a.json": 1.0, "b.jsonl": 0.5}' instead of --dataset]
 
-`data_split` + `split_part` take one DeepSpeed-Chat part of the dataset, the same rows the
-stages see with that `data_split`: e.g. pairs from the reward part while SFT trains on the sft
-part, so the reward model never scores demonstrations the policy was fine-tuned on.
+`data_split` + `split_part` take one DeepSpeed-Chat part of the dataset (or of a `dataset_mixer`
+mixture), the same rows the stages see with that `data_split`: e.g. pairs from the reward part
+while SFT trains on the sft part, so the reward model never scores demonstrations the policy was
+fine-tuned on.
 """
 
 import json
@@ -27,6 +29,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from rlhf_recipes.data.config import FORMATS, DataArguments
 from rlhf_recipes.data.loading import load_source
+from rlhf_recipes.data.mixer import mix
 from rlhf_recipes.data.records import to_messages
 from rlhf_recipes.data.report import DataReport
 from rlhf_recipes.data.splits import stage_part
@@ -42,10 +45,15 @@ class MakePairsArguments:
     model_name_or_path: str = field(
         metadata={"help": "The model whose answers become `rejected` (Hub id, directory or tiny:<family>)."}
     )
-    dataset: str = field(
-        metadata={"help": "SFT data: Alpaca, ShareGPT, messages, prompt/completion (or preference rows: their chosen)."}
-    )
     output: str = field(metadata={"help": "JSON Lines file to write (prompt/chosen/rejected messages)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "SFT data: Alpaca, ShareGPT, messages, prompt/completion (preference rows: their chosen)."},
+    )
+    dataset_mixer: dict | str | None = field(
+        default=None,
+        metadata={"help": "Several sources instead of dataset, {source: fraction}, mixed as the stages mix them."},
+    )
     dataset_format: str = field(default="auto", metadata={"help": f"Source schema, one of: {', '.join(FORMATS)}."})
     column_mapping: dict | str | None = field(
         default=None, metadata={"help": "Column renames {expected: yours} (JSON)."}
@@ -86,16 +94,29 @@ class MakePairsArguments:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
 
 
+def _canonical_records(data_args: DataArguments) -> Dataset:
+    """The source (or mixture) as canonical records, read as SFT data, before any split."""
+    report = DataReport("make-pairs")
+    if data_args.dataset_mixer:
+        sources = {name: (load_source(name, data_args, "sft", report), fraction)
+                   for name, fraction in data_args.dataset_mixer.items()}
+        return mix(sources, data_args.data_seed, report)
+    if data_args.dataset_name:
+        return load_source(data_args.dataset_name, data_args, "sft", report)
+    raise ConfigError("No data: set --dataset (a file, saved dataset or Hub id) or --dataset_mixer.")
+
+
 def load_sft_rows(args: MakePairsArguments) -> Dataset:
-    """The `split_part` part of the dataset as conversational prompt/completion rows."""
+    """The `split_part` part of the data as conversational prompt/completion rows."""
     data_args = DataArguments(
         dataset_name=args.dataset,
+        dataset_mixer=args.dataset_mixer,
         dataset_format=args.dataset_format,
         column_mapping=args.column_mapping,
         data_split=args.data_split,
         data_seed=args.data_seed,
     )
-    records = load_source(args.dataset, data_args, "sft", DataReport("make-pairs"))
+    records = _canonical_records(data_args)
     part = project(stage_part(records, data_args.split_weights, args.split_part, args.data_seed), "sft")
     if args.num_samples is not None:
         part = part.select(range(min(args.num_samples, len(part))))
@@ -137,6 +158,15 @@ def generate_answers(model, tokenizer: PreTrainedTokenizerBase, prompts: list[li
     return answers
 
 
+def _check_positions(model, args: MakePairsArguments) -> None:
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and args.max_prompt_length + args.max_new_tokens > positions:
+        raise ConfigError(
+            f"max_prompt_length ({args.max_prompt_length}) + max_new_tokens ({args.max_new_tokens}) exceed the "
+            f"model's {positions} positions (max_position_embeddings); lower one of them."
+        )
+
+
 def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
@@ -148,6 +178,7 @@ def make_pairs(args: MakePairsArguments) -> Counter:
     tokenizer = load_tokenizer(ModelArguments(model_name_or_path=args.model_name_or_path), args.trust_remote_code)
     model_args = ModelArguments(model_name_or_path=args.model_name_or_path, dtype=args.dtype)
     model = load_model(model_args, tokenizer, trust_remote_code=args.trust_remote_code)
+    _check_positions(model, args)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     answers = generate_answers(model, tokenizer, rows["prompt"], args)
     counts = Counter()
