@@ -112,7 +112,6 @@ def run_ppo(
     model_args.model_name_or_path = model_args.model_name_or_path or policy_path
     trust = args.trust_remote_code
     tokenizer = load_tokenizer(dataclasses.replace(model_args, model_name_or_path=policy_path), trust)
-    tokenizer.padding_side = "left"
     args.check_model_positions(_max_positions(model_args, args, policy_path, tokenizer))
     splits = load_stage_dataset(data_args, "ppo")
     ptx_dataset = None

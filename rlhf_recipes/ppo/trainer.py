@@ -184,6 +184,7 @@ class PPOTrainer:
         )
         self.control = TrainerControl()
         self.state = self._new_state(PPOTrainerState(kl_coef=args.kl_coef))
+        set_seed(args.seed + acc.process_index)  # same initial weights everywhere, independent sampling per rank
         if acc.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
 
@@ -333,44 +334,35 @@ class PPOTrainer:
         return TrainOutput(self.state.global_step, last.get("loss/policy", float("nan")), last)
 
     def _step(self) -> dict:
-        """One rollout and its PPO update; returns the (all-rank mean) log record."""
+        """One rollout and its PPO update; returns the log record (metrics averaged over ranks)."""
         args, acc = self.args, self.accelerator
         started = time.perf_counter()
         indices = self.global_prompt_indices(self.state.global_step)
         local = self._local(indices)
-        prompt_ids, prompt_mask = left_pad([self.prompt_ids[i] for i in local], self.processing_class.pad_token_id)
-        actor, critic = self.unwrapped_actor.eval(), self.unwrapped_critic.eval()
-        ref_policy, ref_context = (actor, actor.disable_adapter) if self.ref_model is None else (self.ref_model, nullcontext)
-        rollout = collect_rollout(
-            local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
-            self.generation_config, self.stop_token_ids, args.temperature, args.local_rollout_forward_batch_size,
-        )
+        rollout = self._rollout(local)
         prompts = [self.prompts[i] for i in local]
         raw_scores = self.scorer(rollout, prompts, {c: [v[i] for i in local] for c, v in self.columns.items()})
-        scores = self._shape(raw_scores, rollout.has_stop)
+        scores = self._shape(raw_scores, rollout.has_stop, update_stats=True)
         mask = rollout.response_mask.float()
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, args.kl_estimator) * mask
+        # collective 1: rollout statistics for the KL callbacks, and whether any rank saw a non-finite input
         local_bad = sum(not torch.isfinite(t).all() for t in (scores, rollout.logprobs, rollout.ref_logprobs, rollout.values))
-        head = acc.reduce(torch.stack([kl.sum(1).mean(), scores.mean(), torch.tensor(float(local_bad), device=acc.device)]), "sum")
-        n = acc.num_processes
-        rollout_stats = {"kl": head[0].item() / n, "scores": head[1].item() / n, "num_samples": self.world_batch_size}
+        summed = acc.reduce(torch.stack([kl.sum(1).mean(), scores.mean(), self._flag(local_bad)]), "sum")
+        rollout_stats = {"kl": summed[0].item() / acc.num_processes, "scores": summed[1].item() / acc.num_processes,
+                         "num_samples": self.world_batch_size}
         self.control = self.callback_handler.on_rollout_end(args, self.state, self.control, rollout_stats)
         rewards = token_rewards(kl, scores, mask, self.state.kl_coef)
         if args.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = gae(rewards, rollout.values, mask, args.gamma, args.lam)
         advantages = masked_whiten(advantages, mask)
-        bad = head[2] + acc.reduce(torch.tensor(float(not torch.isfinite(advantages).all()), device=acc.device), "sum")
+        # collective 2: every rank must take the same branch, or the next all-reduce would hang
+        bad = summed[2] + acc.reduce(self._flag(not torch.isfinite(advantages).all()), "sum")
         rollout_time = time.perf_counter() - started
         update = self._update(rollout, advantages, returns) if bad.item() == 0 else None
         self.actor_scheduler.step()
         self.critic_scheduler.step()
-        skipped = update is None
-        self.state.nonfinite_skipped += skipped
-        self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
-        if skipped:
-            warnings.warn(f"Step {self.state.global_step + 1}: non-finite reward, advantage, loss or gradient; "
-                          "the update was skipped.", stacklevel=2)
+        self._count_nonfinite(skipped=update is None)
         non_score = (-self.state.kl_coef * kl).sum(1).mean()
         local_metrics = {
             "objective/kl": kl.sum(1).mean(),
@@ -381,19 +373,19 @@ class PPOTrainer:
             "objective/rlhf_reward": scores.mean() + non_score,
             "objective/response_length": mask.sum(1).mean(),
             "objective/stop_frac": rollout.has_stop.float().mean(),
-            "prompts/truncated": torch.tensor(float(sum(i in self.truncated for i in local))),
+            "prompts/truncated": self._flag(sum(i in self.truncated for i in local)) * acc.num_processes,
             **(update or {}),
         }
+        # collective 3: all metrics in one all-reduce
         names = list(local_metrics)
-        values = acc.reduce(torch.stack([torch.as_tensor(local_metrics[k], dtype=torch.float32).to(acc.device) for k in names]), "mean")
+        values = acc.reduce(torch.stack([local_metrics[k].float().to(acc.device) for k in names]), "mean")
         record = dict(zip(names, values.tolist(), strict=True))
-        record["prompts/truncated"] *= n
         record.update({
             "kl_coef": self.state.kl_coef,
             "lr/actor": self.actor_scheduler.get_last_lr()[0],
             "lr/critic": self.critic_scheduler.get_last_lr()[0],
             "nonfinite_skipped": self.state.nonfinite_skipped,
-            "skipped": skipped,
+            "skipped": update is None,
             "time/rollout": rollout_time,
             "time/step": time.perf_counter() - started,
             "prompt_indices": indices,
@@ -401,12 +393,34 @@ class PPOTrainer:
         self._maybe_log_samples(rollout, prompts, scores)
         return record
 
-    def _shape(self, raw: torch.Tensor, has_stop: torch.Tensor) -> torch.Tensor:
+    def _rollout(self, local: list[int]) -> Rollout:
+        acc = self.accelerator
+        prompt_ids, prompt_mask = left_pad([self.prompt_ids[i] for i in local], self.processing_class.pad_token_id)
+        actor, critic = self.unwrapped_actor.eval(), self.unwrapped_critic.eval()
+        ref_policy, ref_context = (actor, actor.disable_adapter) if self.ref_model is None else (self.ref_model, nullcontext)
+        return collect_rollout(
+            local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
+            self.generation_config, self.stop_token_ids, self.args.temperature, self.args.local_rollout_forward_batch_size,
+        )
+
+    def _flag(self, value) -> torch.Tensor:
+        return torch.tensor(float(value), device=self.accelerator.device)
+
+    def _count_nonfinite(self, skipped: bool) -> None:
+        self.state.nonfinite_skipped += skipped
+        self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
+        if skipped:
+            warnings.warn(f"Step {self.state.global_step + 1}: non-finite reward, advantage, loss or gradient; "
+                          "the update was skipped.", stacklevel=3)
+
+    def _shape(self, raw: torch.Tensor, has_stop: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        """Normalise (running statistics of all ranks' training scores), clip, missing-EOS penalty."""
         args = self.args
         if args.normalize_reward:
-            everything = self.accelerator.gather(raw)
-            if torch.isfinite(everything).all():
-                self.reward_moments.update(everything)
+            if update_stats:
+                everything = self.accelerator.gather(raw)
+                if torch.isfinite(everything).all():
+                    self.reward_moments.update(everything)
             raw = self.reward_moments.normalize(raw)
         return scoring.shape_scores(raw, has_stop, args.reward_clip, args.missing_eos_penalty)
 
@@ -520,7 +534,7 @@ class PPOTrainer:
                 actor, prompt_ids, prompt_mask, config, self.stop_token_ids, size
             )
             rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
-            scores = self._shape(self.scorer(rollout, prompts[start : start + size], None), has_stop)
+            scores = self._shape(self.scorer(rollout, prompts[start : start + size], None), has_stop, update_stats=False)
             totals += torch.stack([scores.sum(), response_mask.sum().float(), has_stop.sum().float()])
         totals = acc.reduce(torch.cat([totals, torch.tensor([float(len(ids))], device=acc.device)]), "sum")
         count = max(totals[3].item(), 1.0)
