@@ -56,6 +56,8 @@ def test_overrides_and_dropout_reach_the_config():
     model = load_model(args, load_tokenizer(args))
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (32, 1)
     assert model.config.dropout == model.config.attention_dropout == 0.1
+    # the layers themselves, not only the config, must carry it
+    assert model.model.decoder.layers[0].dropout == 0.1
 
 
 def test_bad_overrides_json_is_rejected():

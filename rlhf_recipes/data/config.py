@@ -71,7 +71,7 @@ class DataArguments:
         metadata={"help": "Held out for eval from the stage's part: a fraction (< 1) or a row count (>= 1); 0 = none."},
     )
     max_samples: int | None = field(default=None, metadata={"help": "Cap on train rows, applied after splitting."})
-    data_seed: int = field(default=42, metadata={"help": "Seed for shuffling, splitting and mixing."})
+    split_seed: int = field(default=42, metadata={"help": "Seed for shuffling, splitting and mixing."})
 
     def __post_init__(self):
         self.column_mapping = _json_mapping("column_mapping", self.column_mapping)

@@ -51,13 +51,13 @@ def build_stage_dataset(args: DataArguments, stage: str) -> tuple[DatasetDict, D
     report = DataReport(stage)
     if args.dataset_mixer:
         sources = {name: (load_source(name, args, stage, report), f) for name, f in args.dataset_mixer.items()}
-        dataset = mix(sources, args.data_seed, report)
+        dataset = mix(sources, args.split_seed, report)
     elif args.dataset_name:
         dataset = load_source(args.dataset_name, args, stage, report)
     else:
         raise DataError("No data: set dataset_name (a file, saved dataset or Hub id) or dataset_mixer.")
-    part = stage_part(dataset, args.split_weights, stage, args.data_seed)
-    splits = hold_out_eval(part, args.eval_split_size, args.data_seed)
+    part = stage_part(dataset, args.split_weights, stage, args.split_seed)
+    splits = hold_out_eval(part, args.eval_split_size, args.split_seed)
     seen: set[str] = set()
     for split in ("train", "eval"):
         projected = project(splits[split], stage)

@@ -14,7 +14,7 @@ from transformers import (
 from trl import get_peft_config, get_quantization_config
 
 from .config import ModelArguments
-from .tiny import build_tiny_model, is_tiny
+from .tiny import is_tiny, model_from_config, tiny_config
 from .tokenizers import FALLBACK_CHAT_TEMPLATE, build_byte_tokenizer
 
 _DROPOUT_FIELDS = (
@@ -105,9 +105,9 @@ def load_model(
     name = name_or_path or args.model_name_or_path
     overrides = _config_overrides(args)
     if is_tiny(name):
-        dropout = overrides.pop("_dropout", None)
-        model = build_tiny_model(name, tokenizer, task, overrides)
-        _apply_overrides(model.config, {"_dropout": dropout} if dropout is not None else {})
+        # Dropout must be in the config before the layers are built: they read it at construction.
+        config = _apply_overrides(tiny_config(name, tokenizer), overrides)
+        model = model_from_config(config, task)
         dtype = _dtype(args)
         return model.to(dtype) if isinstance(dtype, torch.dtype) else model
     config = AutoConfig.from_pretrained(name, revision=args.model_revision, trust_remote_code=trust_remote_code)

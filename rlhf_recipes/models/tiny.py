@@ -52,7 +52,11 @@ def tiny_config(name: str, tokenizer: PreTrainedTokenizerBase, overrides: dict |
 
 def build_tiny_model(name: str, tokenizer: PreTrainedTokenizerBase, task: str = "causal-lm", overrides: dict | None = None):
     """A random-init model of the family in `name` (`tiny:opt`, `tiny:qwen2`, ...)."""
-    config = tiny_config(name, tokenizer, overrides)
+    return model_from_config(tiny_config(name, tokenizer, overrides), task)
+
+
+def model_from_config(config: PretrainedConfig, task: str = "causal-lm"):
+    """Random-init causal LM (`task="causal-lm"`) or scalar-output model (`"seq-cls"`) from `config`."""
     if task == "causal-lm":
         return AutoModelForCausalLM.from_config(config)
     config.num_labels = 1

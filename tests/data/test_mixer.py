@@ -33,7 +33,7 @@ def test_mix_is_deterministic_and_shuffled_across_sources(shared_data):
     sources = mixer(shared_data, **{"llamafactory_alpaca_zh_demo.json": 0.1, "medicalgpt_medical_reward_zh.jsonl": 1.0})
     first = load_stage_dataset(DataArguments(dataset_mixer=sources, **ALL_FOR_PPO), "ppo")["train"]["prompt"]
     again = load_stage_dataset(DataArguments(dataset_mixer=sources, **ALL_FOR_PPO), "ppo")["train"]["prompt"]
-    other_seed = load_stage_dataset(DataArguments(dataset_mixer=sources, data_seed=1, **ALL_FOR_PPO), "ppo")["train"]["prompt"]
+    other_seed = load_stage_dataset(DataArguments(dataset_mixer=sources, split_seed=1, **ALL_FOR_PPO), "ppo")["train"]["prompt"]
     assert list(first) == list(again)
     assert set(first) != set(other_seed)
     questions = set(medical_questions(shared_data))

@@ -33,7 +33,7 @@ def test_parts_are_disjoint_cover_the_data_and_follow_the_proportions(hundred_ro
 
 def test_parts_are_deterministic_and_depend_on_the_seed(hundred_rows):
     def sft_prompts(seed):
-        return load_stage_dataset(DataArguments(dataset_name=hundred_rows, data_seed=seed), "sft")["train"]["prompt"]
+        return load_stage_dataset(DataArguments(dataset_name=hundred_rows, split_seed=seed), "sft")["train"]["prompt"]
 
     assert sft_prompts(1) == sft_prompts(1)
     assert set(sft_prompts(1)) != set(sft_prompts(2))
@@ -42,12 +42,12 @@ def test_parts_are_deterministic_and_depend_on_the_seed(hundred_rows):
 def test_parts_are_the_same_in_another_process(hundred_rows):
     code = (
         "import json, sys; from rlhf_recipes.data import DataArguments, load_stage_dataset; "
-        "d = load_stage_dataset(DataArguments(dataset_name=sys.argv[1], data_seed=7), 'reward'); "
+        "d = load_stage_dataset(DataArguments(dataset_name=sys.argv[1], split_seed=7), 'reward'); "
         "print(json.dumps([list(d['train']['prompt']), list(d['eval']['prompt'])]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # set iteration order must not matter either
     other = subprocess.run([sys.executable, "-c", code, hundred_rows], capture_output=True, text=True, check=True, env=env)
-    here = load_stage_dataset(DataArguments(dataset_name=hundred_rows, data_seed=7), "reward")
+    here = load_stage_dataset(DataArguments(dataset_name=hundred_rows, split_seed=7), "reward")
     assert json.loads(other.stdout.strip().splitlines()[-1]) == [list(here["train"]["prompt"]), list(here["eval"]["prompt"])]
 
 
