@@ -69,3 +69,22 @@ def test_resume_ignores_checkpoints_without_the_completion_marker(tiny, tmp_path
         resolve_resume("true", str(tmp_path / "empty"))
     assert resolve_resume("false", str(tmp_path)) is None
     assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
+
+
+def test_a_lora_run_resumes_from_its_adapter_checkpoint(tiny, tmp_path):
+    from peft import LoraConfig
+
+    def lora_trainer(output_dir, **overrides):
+        args = tiny.args(output_dir, lr_scheduler_type="constant", **overrides)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        return PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                          reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), peft_config=lora)
+
+    straight = lora_trainer(tmp_path / "straight", max_steps=2)
+    straight.train()
+    lora_trainer(tmp_path / "resumed", max_steps=1, save_strategy="steps", save_steps=1).train()
+    assert (tmp_path / "resumed" / "checkpoint-1" / "actor" / "adapter_model.safetensors").is_file()
+    resumed = lora_trainer(tmp_path / "resumed", max_steps=2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-1"))
+    for name, weight in straight.unwrapped_actor.state_dict().items():
+        torch.testing.assert_close(resumed.unwrapped_actor.state_dict()[name], weight, rtol=0, atol=0)
