@@ -64,7 +64,7 @@ class MakePairsArguments:
     split_part: str = field(
         default="sft", metadata={"help": "Which part of data_split to answer: sft, reward or ppo."}
     )
-    data_seed: int = field(
+    split_seed: int = field(
         default=42, metadata={"help": "Seed of the data layer's shuffle and split (as in the stages)."}
     )
     num_samples: int | None = field(
@@ -100,7 +100,7 @@ def _canonical_records(data_args: DataArguments) -> Dataset:
     if data_args.dataset_mixer:
         sources = {name: (load_source(name, data_args, "sft", report), fraction)
                    for name, fraction in data_args.dataset_mixer.items()}
-        return mix(sources, data_args.data_seed, report)
+        return mix(sources, data_args.split_seed, report)
     if data_args.dataset_name:
         return load_source(data_args.dataset_name, data_args, "sft", report)
     raise ConfigError("No data: set --dataset (a file, saved dataset or Hub id) or --dataset_mixer.")
@@ -114,10 +114,10 @@ def load_sft_rows(args: MakePairsArguments) -> Dataset:
         dataset_format=args.dataset_format,
         column_mapping=args.column_mapping,
         data_split=args.data_split,
-        data_seed=args.data_seed,
+        split_seed=args.split_seed,
     )
     records = _canonical_records(data_args)
-    part = project(stage_part(records, data_args.split_weights, args.split_part, args.data_seed), "sft")
+    part = project(stage_part(records, data_args.split_weights, args.split_part, args.split_seed), "sft")
     if args.num_samples is not None:
         part = part.select(range(min(args.num_samples, len(part))))
     return part.map(_as_messages, remove_columns=part.column_names)
