@@ -82,16 +82,19 @@ class UpdateTimer(TrainerCallback):
 
     The seconds of update k are the gap between the ends of updates k-1 and k, so everything a
     trainer does per update (generation, scoring, optimisation, logging, its `gc.collect()`
-    calls) is counted. The generation time is accumulated by wrapping `generate` on the
+    calls) is counted. Both wall time and this process's CPU time are recorded: on a shared
+    machine other processes stretch the wall time, while the CPU time of a single-threaded run
+    barely moves. The generation (wall) time is accumulated by wrapping `generate` on the
     policy instance.
     """
 
     def __init__(self, policy):
         self.step_ends: list[float] = []
+        self.step_end_cpu: list[float] = []
         self.generate_seconds_at_step_end: list[float] = []
         self.logs: list[dict] = []
         self._generate_seconds = 0.0
-        self._start = None
+        self._start = self._start_cpu = None
         inner = policy.generate
 
         def timed_generate(*args, **kwargs):
@@ -104,22 +107,26 @@ class UpdateTimer(TrainerCallback):
         policy.generate = timed_generate
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step_ends.append(time.perf_counter())
+        self.step_end_cpu.append(time.process_time())
         self.generate_seconds_at_step_end.append(self._generate_seconds)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.logs.append(dict(logs or {}))
 
     def result(self) -> dict:
-        """Per-update seconds and generation seconds (update 1 measured from `on_train_begin`)."""
-        ends = [self._start, *self.step_ends]
-        gens = [0.0, *self.generate_seconds_at_step_end]
+        """Per-update wall, CPU and generation seconds (update 1 measured from `on_train_begin`)."""
+
+        def gaps(points):
+            return [b - a for a, b in zip(points, points[1:])]
+
         return {
-            "update_seconds": [b - a for a, b in zip(ends, ends[1:])],
-            "generate_seconds": [b - a for a, b in zip(gens, gens[1:])],
+            "update_seconds": gaps([self._start, *self.step_ends]),
+            "update_cpu_seconds": gaps([self._start_cpu, *self.step_end_cpu]),
+            "generate_seconds": gaps([0.0, *self.generate_seconds_at_step_end]),
         }
 
 
