@@ -9,8 +9,9 @@ What is measured (on this CPU, one subprocess per variant)
 - `full`: no LoRA: trainable actor and critic, a frozen copy of the actor as reference.
   Measured only with --measure-full and when its estimate fits in the available RAM.
 - Peak RSS during the step (psutil, sampled every 20 ms in a thread), the process's
-  lifetime peak (resource.getrusage ru_maxrss), RSS before any model exists (the import
-  baseline), parameter bytes per model, trainable parameters, optimizer-state bytes.
+  lifetime peak (resource.getrusage ru_maxrss), RSS after imports and before any model exists
+  (the baseline), RSS after models and trainer are set up, parameter bytes per model,
+  trainable parameters, optimizer-state bytes.
 
 What is estimated (for a GPU)
 - weights + gradients + Adam states + activations + logits + KV cache, stated assumptions:
@@ -167,8 +168,12 @@ def _nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def measure(variant: str, out_path: str) -> None:
-    """One PPO step of `variant` in this process; writes the numbers to out_path."""
+def build_ppo_step(variant: str, output_dir: str, device: str = "cpu", sizes: dict | None = None):
+    """A PPOTrainer for exactly one step of the reference workload; returns (trainer, parameter bytes per model).
+
+    `variant` is "lora" or "full"; models are built in bf16 directly on `device`. `sizes`
+    overrides both OPT configs (the GPU check's CPU smoke test shrinks them).
+    """
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -177,68 +182,88 @@ def measure(variant: str, out_path: str) -> None:
     from rlhf_recipes.models import build_byte_tokenizer
     from rlhf_recipes.ppo import PPOConfig, PPOTrainer
 
-    baseline = _rss()
     lora = variant == "lora"
+    actor_cfg = OPTConfig(**{**OPT_1_3B, **(sizes or {})})
+    critic_cfg = OPTConfig(**{**OPT_350M, **(sizes or {})}, num_labels=1)
     tokenizer = build_byte_tokenizer()
     torch.manual_seed(0)
-    build_start = time.perf_counter()
-    bf16 = torch.bfloat16
-    actor = AutoModelForCausalLM.from_config(OPTConfig(**OPT_1_3B), dtype=bf16)
-    critic = AutoModelForSequenceClassification.from_config(OPTConfig(**OPT_350M, num_labels=1), dtype=bf16)
-    reward = AutoModelForSequenceClassification.from_config(OPTConfig(**OPT_350M, num_labels=1), dtype=bf16)
-    ref = None if lora else AutoModelForCausalLM.from_config(OPTConfig(**OPT_1_3B), dtype=bf16).requires_grad_(False)
+    with torch.device(device):
+        actor = AutoModelForCausalLM.from_config(actor_cfg, dtype=torch.bfloat16)
+        critic = AutoModelForSequenceClassification.from_config(critic_cfg, dtype=torch.bfloat16)
+        reward = AutoModelForSequenceClassification.from_config(critic_cfg, dtype=torch.bfloat16)
+        ref = None if lora else AutoModelForCausalLM.from_config(actor_cfg, dtype=torch.bfloat16).requires_grad_(False)
     if lora:
         # Our ValueModel reads `score` on the model it is given, so the critic is passed as the
         # LoRA-injected base model (a PeftModel wrapper would hide the backbone).
         critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", **LORA)).get_base_model()
-    build_seconds = time.perf_counter() - build_start
     params = {
         "actor": _nbytes(actor.parameters()),
         "reference": 0 if ref is None else _nbytes(ref.parameters()),
         "critic": _nbytes(critic.parameters()),
         "reward": _nbytes(reward.parameters()),
     }
-    rss_models = _rss()
     # Byte-level tokenizer: one token per ASCII character, so these prompts are exactly 256 tokens.
     text = "Human: please write a long and careful answer about the history of the sea. " * 4
     prompts = [text[:PROMPT], text[7 : PROMPT + 7]]
+    args = PPOConfig(
+        output_dir=output_dir, use_cpu=device == "cpu", bf16=True, seed=0,
+        per_device_train_batch_size=BATCH, num_mini_batches=1, num_ppo_epochs=1, max_steps=1,
+        local_rollout_forward_batch_size=BATCH, max_prompt_length=PROMPT, response_length=RESPONSE,
+        temperature=1.0, stop_token=None, learning_rate=9.65e-6, sample_every=0, logging_steps=1,
+        save_strategy="no", report_to="none", disable_tqdm=True,
+    )
+    trainer = PPOTrainer(
+        args=args, processing_class=tokenizer, model=actor, ref_model=ref, value_model=critic,
+        reward_model=reward, train_dataset=Dataset.from_dict({"prompt": prompts}),
+        peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA) if lora else None,
+    )
+    trainer.generation_config.min_new_tokens = RESPONSE  # no early EOS: exactly 256 new tokens
+    return trainer, params
+
+
+def step_summary(trainer) -> dict:
+    """Response length actually generated, trainable parameters and optimizer-state bytes after the step."""
+    import torch
+
+    log = next(r for r in trainer.state.log_history if "objective/response_length" in r)
+    optimizer_states = [
+        t for opt in (trainer.actor_optimizer, trainer.critic_optimizer)
+        for state in opt.state.values() for t in state.values() if torch.is_tensor(t)
+    ]
+    trainable = [p for m in (trainer.unwrapped_actor, trainer.unwrapped_critic) for p in m.parameters() if p.requires_grad]
+    return {
+        "response_length": log["objective/response_length"],
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "trainable_parameter_gib": _nbytes(trainable) / GIB,
+        "optimizer_state_gib": _nbytes(optimizer_states) / GIB,
+    }
+
+
+def measure(variant: str, out_path: str) -> None:
+    """One PPO step of `variant` in this process; writes the numbers to out_path."""
+    import peft  # noqa: F401  (imported before the baseline is taken)
+    import torch
+
+    import rlhf_recipes.ppo  # noqa: F401
+
+    baseline = _rss()
     with tempfile.TemporaryDirectory() as output_dir:
-        args = PPOConfig(
-            output_dir=output_dir, use_cpu=True, bf16=True, seed=0,
-            per_device_train_batch_size=BATCH, num_mini_batches=1, num_ppo_epochs=1, max_steps=1,
-            local_rollout_forward_batch_size=BATCH, max_prompt_length=PROMPT, response_length=RESPONSE,
-            temperature=1.0, stop_token=None, learning_rate=9.65e-6, sample_every=0, logging_steps=1,
-            save_strategy="no", report_to="none", disable_tqdm=True,
-        )
-        trainer = PPOTrainer(
-            args=args, processing_class=tokenizer, model=actor, ref_model=ref, value_model=critic,
-            reward_model=reward, train_dataset=Dataset.from_dict({"prompt": prompts}),
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA) if lora else None,
-        )
-        trainer.generation_config.min_new_tokens = RESPONSE  # no early EOS: exactly 256 new tokens
-        rss_before_step = _rss()
+        build_start = time.perf_counter()
+        trainer, params = build_ppo_step(variant, output_dir)
+        build_seconds = time.perf_counter() - build_start
+        rss_setup = _rss()
         step_start = time.perf_counter()
         with PeakRSS() as sampler:
             trainer.train()
         step_seconds = time.perf_counter() - step_start
-        log = next(r for r in trainer.state.log_history if "objective/response_length" in r)
-        optimizer_states = [
-            t for opt in (trainer.actor_optimizer, trainer.critic_optimizer)
-            for state in opt.state.values() for t in state.values() if torch.is_tensor(t)
-        ]
-        trainable = [p for m in (trainer.unwrapped_actor, trainer.unwrapped_critic) for p in m.parameters() if p.requires_grad]
         result = {
             "variant": variant,
             "import_baseline_rss_gib": baseline / GIB,
-            "rss_after_models_gib": rss_models / GIB,
-            "rss_before_step_gib": rss_before_step / GIB,
+            "rss_after_setup_gib": rss_setup / GIB,
             "peak_rss_during_step_gib": sampler.peak / GIB,
             "peak_rss_lifetime_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
             "parameter_gib": {k: v / GIB for k, v in params.items()},
-            "trainable_parameters": sum(p.numel() for p in trainable),
-            "trainable_parameter_gib": _nbytes(trainable) / GIB,
-            "optimizer_state_gib": _nbytes(optimizer_states) / GIB,
-            "response_length": log["objective/response_length"],
+            **step_summary(trainer),
             "build_seconds": build_seconds,
             "step_seconds": step_seconds,
             "threads": torch.get_num_threads(),
@@ -275,20 +300,20 @@ def markdown(results: dict) -> str:
         "",
         "## Measured on this CPU",
         "",
-        "| variant | peak RSS in step | lifetime peak RSS | import baseline | params (actor / ref / critic / RM) | "
+        "| variant | peak RSS in step | lifetime peak RSS | import baseline | after setup | params (actor / ref / critic / RM) | "
         "trainable params | optimizer states | response tokens | step time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results["measured"].values():
         p = m["parameter_gib"]
         lines.append(
             f"| {m['variant']} | {m['peak_rss_during_step_gib']:.2f} GiB | {m['peak_rss_lifetime_gib']:.2f} GiB | "
-            f"{m['import_baseline_rss_gib']:.2f} GiB | {p['actor']:.2f} / {p['reference']:.2f} / {p['critic']:.2f} / "
+            f"{m['import_baseline_rss_gib']:.2f} GiB | {m['rss_after_setup_gib']:.2f} GiB | {p['actor']:.2f} / {p['reference']:.2f} / {p['critic']:.2f} / "
             f"{p['reward']:.2f} GiB | {m['trainable_parameters'] / 1e6:.1f} M | {m['optimizer_state_gib'] * 1024:.0f} MiB | "
             f"{m['response_length']:.0f} | {m['step_seconds']:.0f} s ({m['threads']} threads) |"
         )
     for name, note in results["not_measured"].items():
-        lines.append(f"| {name} | not measured: {note} | | | | | | | |")
+        lines.append(f"| {name} | not measured: {note} | | | | | | | | |")
     lines += ["", f"Goal: LoRA peak <= 12 GiB here. Estimated RAM for `full` here: {results['cpu_estimate_full_gib']:.1f} GiB.",
               "", "## GPU estimate (one GPU, one PPO step)", "", "| part | LoRA (GiB) | full fine-tuning (GiB) |", "|---|---|---|"]
     lo, fu = results["gpu_estimate"]["lora"], results["gpu_estimate"]["full"]
