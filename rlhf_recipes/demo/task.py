@@ -9,7 +9,8 @@ is generated here from one seed:
   digit is the unique maximum) a lazy demonstrator usually answers the first digit, and some
   answers are repetitive ("7 7 7");
 - preference pairs ranked by the gold rule (a correct, clean answer over a wrong or repetitive
-  one), most negatives being "distractors" (another digit of the same prompt);
+  one), most negatives being "distractors" (another digit of the same prompt) or
+  "overshoots" (a digit larger than any in the prompt);
 - a pretraining corpus of neighbouring questions (first, last, min) in the same format, which
   teaches the language of the task but never the task itself;
 - the gold scorer, which checks an answer without trusting any model.
@@ -91,14 +92,13 @@ class TaskSettings:
     num_heldout: int = 200
     num_validation: int = 200
     data_split: tuple[int, int, int] = (2, 4, 4)
-    num_sft: int = 3000
     num_pairs: int = 6000
     num_corpus: int = 4000
     hard_error_rate: float = 0.75
     repetition_rate: float = 0.15
     repeat_lengths: tuple[int, ...] = (2, 3, 4)
     pair_negative_mix: dict[str, float] = field(
-        default_factory=lambda: {"distractor": 0.6, "repetitive": 0.25, "random": 0.15}
+        default_factory=lambda: {"distractor": 0.45, "overshoot": 0.2, "repetitive": 0.2, "random": 0.15}
     )
 
 
@@ -141,33 +141,46 @@ def demonstration(digits: Digits, rng: random.Random, settings: TaskSettings) ->
 
 
 def rejected_answer(digits: Digits, rng: random.Random, settings: TaskSettings) -> tuple[str, str]:
-    """A worse answer than the correct one, and which kind of negative it is."""
+    """A worse answer than the correct one, and which kind of negative it is.
+
+    Kinds: "distractor" (another digit of the prompt, always smaller), "overshoot" (a digit larger
+    than the maximum, so not in the prompt: without these the RM learns "bigger is better"
+    and PPO learns to answer 9), "repetitive" (the correct digit repeated), "random" (any
+    other digit). A kind impossible for the prompt falls back to "repetitive".
+    """
     correct = apply_op(digits)
     kinds, weights = zip(*settings.pair_negative_mix.items())
     kind = rng.choices(kinds, weights)[0]
-    distractors = sorted({d for d in digits if d != correct})
-    if kind == "distractor" and not distractors:
+    options = {
+        "distractor": sorted({d for d in digits if d != correct}),
+        "overshoot": list(range(correct + 1, 10)),
+        "random": [d for d in range(10) if d != correct],
+    }
+    if kind in options and not options[kind]:
         kind = "repetitive"
-    if kind == "distractor":
-        return format_answer(str(rng.choice(distractors))), kind
     if kind == "repetitive":
         return format_answer([str(correct)] * rng.choice(settings.repeat_lengths)), kind
-    return format_answer(str(rng.choice([d for d in range(10) if d != correct]))), kind
+    return format_answer(str(rng.choice(options[kind]))), kind
 
 
 def sft_records(pool: list[Digits], seed: int, settings: TaskSettings) -> list[dict]:
-    """`num_sft` prompt/completion demonstrations cycling over the SFT pool."""
+    """One prompt/completion demonstration per prompt of the SFT pool."""
     rng = random.Random(f"sft-{seed}")
-    order = _cycled(pool, settings.num_sft, rng)
-    return [{"prompt": format_prompt(d), "completion": demonstration(d, rng, settings)} for d in order]
+    return [{"prompt": format_prompt(d), "completion": demonstration(d, rng, settings)} for d in pool]
 
 
 def preference_records(pool: list[Digits], seed: int, settings: TaskSettings) -> list[dict]:
-    """`num_pairs` prompt/chosen/rejected pairs ranked by the gold rule, cycling over the RM pool."""
+    """`num_pairs` distinct prompt/chosen/rejected pairs ranked by the gold rule, cycling over the
+    RM pool (a prompt drawn again gets a negative it does not have yet)."""
+    if settings.num_pairs > 4 * len(pool):
+        raise ValueError(f"num_pairs={settings.num_pairs} is more than 4 distinct pairs per prompt of {len(pool)}.")
     rng = random.Random(f"pairs-{seed}")
-    records = []
+    records, seen = [], set()
     for digits in _cycled(pool, settings.num_pairs, rng):
         rejected, kind = rejected_answer(digits, rng, settings)
+        while (digits, rejected) in seen:
+            rejected, kind = rejected_answer(digits, rng, settings)
+        seen.add((digits, rejected))
         records.append(
             {
                 "prompt": format_prompt(digits),
@@ -185,7 +198,8 @@ def prompt_records(pool: list[Digits]) -> list[dict]:
 
 
 def corpus_records(excluded: list[Digits], seed: int, settings: TaskSettings) -> list[dict]:
-    """Pretraining text: first/last/min questions with their answers, never a `max` question.
+    """Pretraining texts (prompt + completion): first/last/min questions with their answers, never
+    a `max` question.
 
     Digit tuples in `excluded` (the held-out prompts) are left out, so no stage sees them.
     """
@@ -197,7 +211,7 @@ def corpus_records(excluded: list[Digits], seed: int, settings: TaskSettings) ->
         if digits in excluded_set:
             continue
         op = rng.choice(CORPUS_OPS)
-        records.append({"text": format_prompt(digits, op) + format_answer(str(apply_op(digits, op)))})
+        records.append({"prompt": format_prompt(digits, op), "completion": format_answer(str(apply_op(digits, op)))})
     return records
 
 

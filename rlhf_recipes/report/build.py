@@ -63,7 +63,7 @@ def _sections(run: RunArtifacts, plots: dict[str, str | None]) -> list[Section]:
         *metrics_section(run.evaluation, plots.get("metrics")),
         *side_by_side_section(run.evaluation),
         *reward_section(run, plots.get("reward")),
-        *selection_section(run.evaluation),
+        *selection_section(run.selection),
         *curves_section(curves),
         *ppo_samples_section(run.ppo_samples),
         *settings_section(run.info),
@@ -100,8 +100,8 @@ def format_summary(run_dir: str | Path, report: BuiltReport | None = None) -> st
     if evaluation.get("stages"):
         lines += ["", f"Held-out prompts: {evaluation.get('num_prompts', '?')} (never seen in training)"]
         lines.append(render_text_table(stage_metrics_table(evaluation)))
-    if evaluation.get("sft_selection"):
-        selection = evaluation["sft_selection"]
+    if run.selection:
+        selection = run.selection
         lines.append(
             f"\nPPO started from {selection['chosen']} (best mean RM score of {len(selection['candidates'])} SFT checkpoints)."
         )

@@ -22,6 +22,7 @@ PPO_PANELS = {
     "Reward": ("objective/scores", "objective/rlhf_reward"),
     "KL to reference": ("objective/kl",),
     "KL coefficient": ("kl_coef",),
+    "Policy entropy": ("objective/entropy",),
 }
 
 
@@ -100,7 +101,7 @@ def plot_reward(log_history: list[dict], path: str) -> str | None:
 
 
 def plot_ppo(records: list[dict], path: str) -> str | None:
-    """PPO actor loss, critic loss, reward, KL and KL coefficient over updates."""
+    """PPO actor loss, critic loss, reward, KL, KL coefficient and entropy over updates."""
     panels = [_panel(title, records, keys) for title, keys in PPO_PANELS.items()]
     return plot_panels(panels, path, "Step 3: PPO")
 

@@ -1,8 +1,8 @@
 """The files a pipeline run leaves in its run directory, and reading them back.
 
 The pipeline writes `run_info.json` (settings, library versions, each stage's output directory
-and wall time) and, after evaluating, `evaluation.json` (per-stage metrics, side-by-side answers,
-SFT checkpoint selection). The stages write their own logs: HF Trainer's `trainer_state.json`
+and wall time), `selection.json` (the SFT checkpoints' RM scores and the one chosen) and
+`evaluation.json` (per-stage metrics on held-out prompts, side-by-side answers). The stages write their own logs: HF Trainer's `trainer_state.json`
 (SFT, reward model, stage-0 pretraining), the reward stage's `eval_rm.json`, and the PPO
 trainer's `ppo_log.jsonl` and `samples.jsonl`. The report is built from these files alone.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 RUN_INFO = "run_info.json"
 EVALUATION = "evaluation.json"
+SELECTION = "selection.json"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
@@ -72,6 +73,7 @@ class RunArtifacts:
     run_dir: Path
     info: dict = field(default_factory=dict)
     evaluation: dict | None = None
+    selection: dict | None = None
     log_histories: dict[str, list[dict]] = field(default_factory=dict)
     rm_eval: dict | None = None
     ppo_log: list[dict] = field(default_factory=list)
@@ -92,6 +94,7 @@ def load_run(run_dir: str | Path) -> RunArtifacts:
         raise FileNotFoundError(f"Run directory not found: {run_dir}")
     run = RunArtifacts(run_dir=run_dir, info=read_json(run_dir / RUN_INFO) or {})
     run.evaluation = read_json(run_dir / EVALUATION)
+    run.selection = read_json(run_dir / SELECTION)
     for stage in ("pretrain", "sft", "reward"):
         state = read_json(run.stage_dir(stage) / TRAINER_STATE)
         if state and state.get("log_history"):

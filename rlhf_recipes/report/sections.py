@@ -124,8 +124,7 @@ def side_by_side_section(evaluation: dict | None) -> list[Section]:
     return [Section("The same prompts, answered by each stage", [Text(note), Table(headers, rows)])]
 
 
-def selection_section(evaluation: dict | None) -> list[Section]:
-    selection = (evaluation or {}).get("sft_selection")
+def selection_section(selection: dict | None) -> list[Section]:
     if not selection:
         return []
     has_gold = any("gold_accuracy" in c for c in selection["candidates"])

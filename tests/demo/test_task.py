@@ -83,14 +83,15 @@ def test_heldout_prompts_appear_in_no_stage_data():
     seen = [parse_prompt(r["prompt"]) for r in sft_records(pools.sft, 5, SETTINGS)]
     seen += [parse_prompt(r["prompt"]) for r in preference_records(pools.reward, 5, SETTINGS)]
     seen += [parse_prompt(r["prompt"]) for r in prompt_records(pools.ppo)]
-    seen += [parse_prompt(r["text"].split(" A:")[0] + " A:") for r in corpus_records(pools.heldout, 5, SETTINGS)]
+    seen += [parse_prompt(r["prompt"]) for r in corpus_records(pools.heldout, 5, SETTINGS)]
     seen += pools.validation
     assert heldout.isdisjoint(seen)
 
 
 def test_demonstrations_err_on_the_hard_subset_and_repeat_as_specified():
-    records = sft_records(split_prompts(0, SETTINGS).sft, 0, SETTINGS)
-    assert len(records) == SETTINGS.num_sft
+    pool = split_prompts(0, SETTINGS).sft
+    records = sft_records(pool, 0, SETTINGS)
+    assert [parse_prompt(r["prompt"]) for r in records] == pool
     hard = [r for r in records if is_hard(parse_prompt(r["prompt"]))]
     easy = [r for r in records if not is_hard(parse_prompt(r["prompt"]))]
     words = lambda r: r["completion"].split()  # noqa: E731
@@ -115,21 +116,23 @@ def test_demonstration_rates_follow_the_settings():
 def test_pairs_prefer_the_correct_clean_answer_with_distractor_negatives():
     records = preference_records(split_prompts(0, SETTINGS).reward, 0, SETTINGS)
     assert len(records) == SETTINGS.num_pairs
+    assert len({(r["prompt"], r["rejected"]) for r in records}) == len(records)
     for r in records:
         chosen, rejected = score_answer(r["prompt"], r["chosen"]), score_answer(r["prompt"], r["rejected"])
         assert chosen.correct and not chosen.repetitive
         assert not rejected.correct
     distractors = [r for r in records if r["negative"] == "distractor"]
-    assert len(distractors) / len(records) > 0.5
+    overshoots = [r for r in records if r["negative"] == "overshoot"]
+    assert len(distractors) / len(records) > 0.35 and len(overshoots) / len(records) > 0.12
     assert all(int(r["rejected"]) in parse_prompt(r["prompt"]) for r in distractors)
+    assert all(int(r["rejected"]) > int(gold_answer(r["prompt"])) for r in overshoots)
 
 
 def test_corpus_teaches_the_format_but_never_the_task():
     records = corpus_records([], 0, SETTINGS)
     assert len(records) == SETTINGS.num_corpus
-    ops = {r["text"].split()[1] for r in records}
+    ops = {r["prompt"].split()[1] for r in records}
     assert ops == set(CORPUS_OPS)
     for r in records:
-        prompt, answer = r["text"].split(" A:")
-        op, digits = prompt.split()[1], tuple(int(w) for w in prompt.split()[2:])
-        assert answer == f" {apply_op(digits, op)}"
+        op, digits = r["prompt"].split()[1], parse_prompt(r["prompt"])
+        assert r["completion"] == f" {apply_op(digits, op)}"

@@ -67,16 +67,16 @@ def run_dir(tmp_path: Path) -> Path:
          "loss/value": 1.0 / (i + 1), "kl_coef": 0.05} for i in range(1, 6)
     ])
     _write(tmp_path / "ppo" / "samples.jsonl", [
-        {"step": i, "prompt": "Q: max 1 2 3 9 A:", "response": " 9" if i > 2 else " 1", "score": float(i)} for i in range(10)
+        {"step": i, "prompt": "Q: max 1 2 3 9 A:", "completion": " 9" if i > 2 else " 1", "score": float(i)} for i in range(10)
     ])
     _write(tmp_path / "evaluation.json", {
         "gold": True, "num_prompts": 200, "stages": STAGES, "rm_ranked_first": 0.95,
         "examples": [{"prompt": "Q: max 1 2 3 9 A:", "gold": "9", "answers": {"pretrained": "1", "sft": "1", "ppo": "9"}}],
-        "sft_selection": {"num_prompts": 200, "chosen": "checkpoint-20", "candidates": [
-            {"checkpoint": "checkpoint-10", "step": 10, "rm_score": 0.1, "gold_accuracy": 0.6},
-            {"checkpoint": "checkpoint-20", "step": 20, "rm_score": 0.4, "gold_accuracy": 0.77},
-        ]},
     })
+    _write(tmp_path / "selection.json", {"num_prompts": 200, "chosen": "checkpoint-20", "candidates": [
+        {"checkpoint": "checkpoint-10", "step": 10, "rm_score": 0.1, "gold_accuracy": 0.6},
+        {"checkpoint": "checkpoint-20", "step": 20, "rm_score": 0.4, "gold_accuracy": 0.77},
+    ]})
     return tmp_path
 
 
