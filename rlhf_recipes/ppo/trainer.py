@@ -132,8 +132,8 @@ class PPOTrainer:
         for module in (policy, self.ref_model, value_model, reward_model):
             if module is not None and args.disable_dropout:
                 _disable_dropout(module)
-        if args.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        if args.activation_checkpointing:
+            policy.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
             if self.is_peft:
                 policy.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
         args.check_model_positions(getattr(policy.config, "max_position_embeddings", None))

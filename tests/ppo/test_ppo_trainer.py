@@ -219,3 +219,17 @@ def test_each_minibatch_is_one_clipped_optimizer_step_over_its_accumulated_micro
     # gradients clipped to norm 1e-12 sit far below Adam's eps (1e-8): the update all but vanishes
     clipped, _ = one_update("clipped", max_grad_norm=1e-12)
     assert clipped < 1e-5
+
+
+def test_reward_normalisation_uses_running_statistics_of_all_scores(tiny, tmp_path):
+    def length(prompts, completions, completion_ids, **kwargs):
+        return [float(len(ids)) for ids in completion_ids]
+
+    args = tiny.args(tmp_path, max_steps=1, normalize_reward=True)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(), reward_funcs=[length],
+                         train_dataset=tiny.dataset())
+    trainer.train()
+    row = read_log(tmp_path)[0]
+    # after one rollout the running statistics are that batch's own: normalised scores have mean 0
+    assert row["objective/raw_scores"] >= 1.0 and abs(row["objective/scores"]) < 1e-5
+    assert trainer.reward_moments.count == 16 and trainer.reward_moments.mean == pytest.approx(row["objective/raw_scores"])
