@@ -88,9 +88,9 @@ class PipelineSpec:
         for required in ("sft", "reward", "ppo"):
             if required not in self.stages:
                 raise ConfigError(f"The pipeline needs a '{required}' stage under 'stages'.")
-        if "pretrain" in self.stages and not self.demo_task:
+        if "pretrain" in self.stages and self.demo_task is None:
             raise ConfigError("Stage 0 (pretrain) trains on the demo task's corpus: it needs 'demo_task'.")
-        if not self.demo_task:
+        if self.demo_task is None:
             for section in ("selection", "evaluation"):
                 if not getattr(self, section).get("dataset_name"):
                     raise ConfigError(f"Without demo_task, '{section}' needs a dataset_name (its prompts).")
@@ -252,7 +252,7 @@ class Resolver:
         if stage == "ppo":
             settings.update(sft_model_path=selection["chosen_path"], reward_model_path=str(self.stage_dir("reward")))
             settings.pop("model_name_or_path", None)
-        if self.spec.demo_task:
+        if self.spec.demo_task is not None:
             settings.update(self._demo_data(stage))
         return settings
 
@@ -273,21 +273,21 @@ class Resolver:
 
     def select_settings(self) -> dict:
         section = dict(self.spec.selection)
-        if self.spec.demo_task:
+        if self.spec.demo_task is not None:
             section["dataset_name"] = self._demo_file("validation")
-        return {"num_prompts": 200, "max_new_tokens": 8, **section, "gold": bool(self.spec.demo_task),
+        return {"num_prompts": 200, "max_new_tokens": 8, **section, "gold": self.spec.demo_task is not None,
                 "sft_dir": str(self.stage_dir("sft")), "reward_dir": str(self.stage_dir("reward"))}
 
     def evaluate_settings(self, selection: dict) -> dict:
         section = dict(self.spec.evaluation)
-        if self.spec.demo_task:
+        if self.spec.demo_task is not None:
             section["dataset_name"] = self._demo_file("heldout")
         policies = {}
         if "pretrain" in self.spec.stages:
             policies["pretrained"] = str(self.stage_dir("pretrain"))
         policies.update(sft=selection["chosen_path"], ppo=str(self.stage_dir("ppo")))
         return {"num_prompts": 200, "max_new_tokens": 8, "num_examples": 12, **section,
-                "gold": bool(self.spec.demo_task), "policies": policies, "reference_dir": selection["chosen_path"],
+                "gold": self.spec.demo_task is not None, "policies": policies, "reference_dir": selection["chosen_path"],
                 "reward_dir": str(self.stage_dir("reward"))}
 
 
@@ -346,7 +346,7 @@ class Pipeline:
         self.resolver = Resolver(spec)
         self.records: list[StepRecord] = []
         self.force = overwrite
-        self.steps = [*(["data"] if spec.demo_task else []), *[s for s in TRAINING_STAGES if s in spec.stages]]
+        self.steps = [*(["data"] if spec.demo_task is not None else []), *[s for s in TRAINING_STAGES if s in spec.stages]]
         self.steps[self.steps.index("ppo") : self.steps.index("ppo")] = ["select"]
         self.steps.append("evaluate")
 
