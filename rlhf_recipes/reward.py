@@ -12,15 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
 from .parsing import ConfigError, parse_args
+from .preflight import preflight_stage
 from .reward_eval import evaluate_reward_model, format_report, write_report
 from .saving import MERGED_SUBDIR
-from .training_defaults import check_merge_lora, resume_checkpoint, run_training, save_final
+from .trainers import ReliableRewardTrainer
+from .training_defaults import resume_checkpoint, run_training, save_final
 
 EVAL_REPORT_NAME = "eval_rm.json"
 
@@ -92,7 +94,8 @@ def train_reward(
     train_dataset: Dataset,
     eval_dataset: Dataset | None = None,
     script_args: RewardScriptArguments | None = None,
-) -> tuple[RewardTrainer, dict | None]:
+    callbacks: list[TrainerCallback] | None = None,
+) -> tuple[ReliableRewardTrainer, dict | None]:
     """Train the reward model on prompt/chosen/rejected rows, evaluate it on `eval_dataset`, and save it.
 
     Returns the trainer and the evaluation report (None without an eval split); the report is
@@ -100,18 +103,19 @@ def train_reward(
     """
     script_args = script_args or RewardScriptArguments()
     check_init_checkpoint(model_args)
-    check_merge_lora(model_args)
+    preflight_stage(model_args, training_args, "seq-cls")
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=training_args.trust_remote_code)
-    trainer = RewardTrainer(
+    trainer = ReliableRewardTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config_for(model_args, "SEQ_CLS"),
+        callbacks=callbacks,
     )
     run_training(trainer, resume_from)
     report = evaluate_held_out(trainer, eval_dataset, script_args)
@@ -124,9 +128,11 @@ def run_reward(
     data_args: DataArguments,
     training_args: RewardConfig,
     script_args: RewardScriptArguments | None = None,
-) -> tuple[RewardTrainer, dict | None]:
-    """Step 2 end to end: load the reward split of the data, then `train_reward`."""
+) -> tuple[ReliableRewardTrainer, dict | None]:
+    """Step 2 end to end: checks, the reward split of the data, then `train_reward`."""
     check_init_checkpoint(model_args)
+    preflight_stage(model_args, training_args, "seq-cls")
+    resume_checkpoint(training_args)
     splits = load_stage_dataset(data_args, "reward")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
     return train_reward(model_args, training_args, splits["train"], eval_dataset, script_args)

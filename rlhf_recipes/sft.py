@@ -2,19 +2,23 @@
 
 Thin by design: arguments -> tokenizer + model -> `SFTTrainer` -> train -> save. The final
 `output_dir` reloads with `AutoModelForCausalLM.from_pretrained` (or, for LoRA,
-`AutoPeftModelForCausalLM`; `merge_lora: true` also writes `output_dir/merged`).
+`AutoPeftModelForCausalLM`; `merge_lora: true` also writes `output_dir/merged`). Checks that need
+no weights (`rlhf_recipes.preflight`) run first; checkpoints are atomic and the data order is
+logged (`rlhf_recipes.trainers`).
 """
 
 from collections.abc import Sequence
 
 from datasets import Dataset
-from transformers import set_seed
-from trl import SFTConfig, SFTTrainer
+from transformers import TrainerCallback, set_seed
+from trl import SFTConfig
 
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
 from .parsing import parse_args
-from .training_defaults import check_merge_lora, resume_checkpoint, run_training, save_final
+from .preflight import preflight_stage
+from .trainers import ReliableSFTTrainer
+from .training_defaults import resume_checkpoint, run_training, save_final
 
 
 def train_sft(
@@ -22,31 +26,35 @@ def train_sft(
     training_args: SFTConfig,
     train_dataset: Dataset,
     eval_dataset: Dataset | None = None,
-) -> SFTTrainer:
+    callbacks: list[TrainerCallback] | None = None,
+) -> ReliableSFTTrainer:
     """Fine-tune on `train_dataset` (TRL prompt/completion or conversational rows) and save.
 
     Returns the trainer, whose `state.log_history` holds the losses.
     """
-    check_merge_lora(model_args)
+    preflight_stage(model_args, training_args, "causal-lm")
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_model(model_args, tokenizer, task="causal-lm", trust_remote_code=training_args.trust_remote_code)
-    trainer = SFTTrainer(
+    trainer = ReliableSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config_for(model_args, "CAUSAL_LM"),
+        callbacks=callbacks,
     )
     run_training(trainer, resume_from)
     save_final(trainer, tokenizer, model_args.merge_lora)
     return trainer
 
 
-def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args: SFTConfig) -> SFTTrainer:
-    """Step 1 end to end: load the SFT split of the data, then `train_sft`."""
+def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args: SFTConfig) -> ReliableSFTTrainer:
+    """Step 1 end to end: checks, the SFT split of the data, then `train_sft`."""
+    preflight_stage(model_args, training_args, "causal-lm")
+    resume_checkpoint(training_args)
     splits = load_stage_dataset(data_args, "sft")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
     return train_sft(model_args, training_args, splits["train"], eval_dataset)

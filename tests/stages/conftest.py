@@ -13,6 +13,7 @@ _FAST = dict(
     logging_steps=1,
     disable_tqdm=True,
     dataloader_num_workers=0,
+    max_length=128,  # TRL's default (1024) exceeds the tiny OPT's 512 positions, which the stages reject
 )
 
 

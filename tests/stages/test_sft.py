@@ -8,6 +8,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
+from rlhf_recipes.checkpointing import MARKER
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.saving import MERGED_SUBDIR
@@ -77,10 +78,11 @@ def test_resume_true_continues_from_the_latest_checkpoint(tiny_base, tmp_path, f
 
 
 def test_resume_values(tmp_path, fast):
-    (tmp_path / "checkpoint-2").mkdir()
-    (tmp_path / "checkpoint-10").mkdir()
-    for value in ("checkpoint-2", "checkpoint-10"):
-        (tmp_path / value / "trainer_state.json").write_text("{}")
+    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-12"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text("{}")
+    for name in ("checkpoint-2", "checkpoint-10"):  # checkpoint-12's save never finished
+        (tmp_path / name / MARKER).touch()
 
     def resolve(value):
         return resume_checkpoint(SFTConfig(output_dir=str(tmp_path), resume_from_checkpoint=value, **fast))
@@ -91,7 +93,9 @@ def test_resume_values(tmp_path, fast):
     assert resolve(str(tmp_path / "checkpoint-2")) == str(tmp_path / "checkpoint-2")
     with pytest.raises(ConfigError, match="not a checkpoint directory"):
         resolve(str(tmp_path / "checkpoint-3"))
-    with pytest.raises(ConfigError, match="holds no checkpoint"):
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        resolve(str(tmp_path / "checkpoint-12"))
+    with pytest.raises(ConfigError, match="holds no complete checkpoint"):
         resume_checkpoint(SFTConfig(output_dir=str(tmp_path / "empty"), resume_from_checkpoint="true", **fast))
 
 

@@ -1,0 +1,61 @@
+"""`output_dir/data_order.jsonl`: which samples each optimizer step trained on, as short token hashes.
+
+One line per step, `{"step": N, "samples": [hash, ...]}` in micro-batch order. It is written
+from the batches the model actually receives, so batches the HF Trainer skips when resuming
+never appear. On resume, lines after the checkpoint's step (work the kill threw away) are
+dropped first: the file always describes the steps the current weights come from, and an
+interrupted-then-resumed run gives the same file as an uninterrupted one.
+"""
+
+import hashlib
+import json
+import os
+
+import torch
+from transformers import TrainerCallback
+
+FILE_NAME = "data_order.jsonl"
+
+
+def sample_hash(token_ids: torch.Tensor) -> str:
+    """A short stable id of one sample: the hash of its (unpadded) token ids."""
+    return hashlib.sha1(token_ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:12]
+
+
+def read_data_order(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class DataOrderLog(TrainerCallback):
+    """Collects the hashes of each micro-batch (`record`) and writes one line per optimizer step.
+
+    Every process writes its own file (`data_order.jsonl` on a single process, else
+    `data_order.rank<r>.jsonl`), since each trains on its own share of the batch.
+    """
+
+    def __init__(self, output_dir: str, process_index: int = 0, num_processes: int = 1):
+        name = FILE_NAME if num_processes == 1 else FILE_NAME.replace(".jsonl", f".rank{process_index}.jsonl")
+        self.path = os.path.join(output_dir, name)
+        self.pending: list[str] = []
+
+    def record(self, inputs: dict) -> None:
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        for row, row_mask in zip(ids, mask if mask is not None else torch.ones_like(ids), strict=True):
+            self.pending.append(sample_hash(row[row_mask.bool()]))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        kept = [line for line in read_data_order(self.path) if line["step"] <= state.global_step]
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(line) + "\n" for line in kept)
+        os.replace(self.path + ".tmp", self.path)
+        self.pending = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, "samples": self.pending}) + "\n")
+        self.pending = []

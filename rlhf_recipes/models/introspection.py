@@ -1,0 +1,45 @@
+"""What can be known about a model before its weights are loaded: config, positions, size."""
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
+
+from .config import ModelArguments
+from .loading import _apply_overrides, _config_overrides, load_tokenizer
+from .tiny import is_tiny, tiny_config
+
+# Config fields that bound the sequence length, by model family (OPT/Llama/Qwen, GPT-2, ChatGLM).
+_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "seq_length")
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def model_config(args: ModelArguments, name_or_path: str | None = None, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The config `load_model` would use (overrides applied; tiny models included), without any weights."""
+    name = name_or_path or args.model_name_or_path
+    overrides = _config_overrides(args)
+    if is_tiny(name):
+        return _apply_overrides(tiny_config(name, load_tokenizer(args, trust_remote_code)), overrides)
+    config = AutoConfig.from_pretrained(name, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    return _apply_overrides(config, overrides)
+
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """The longest sequence the model's position embeddings cover, when the config says."""
+    for field in _POSITION_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def parameter_count(config: PretrainedConfig, task: str = "causal-lm", trust_remote_code: bool = False) -> int:
+    """Parameters of the model `config` describes, counted on the meta device (no memory, no weights)."""
+    auto_class = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        model = auto_class.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def bytes_per_parameter(args: ModelArguments, config: PretrainedConfig) -> int:
+    """Bytes of one saved weight: `dtype` from the arguments, else the config's, else float32."""
+    dtype = args.dtype if args.dtype not in (None, "auto") else getattr(config, "dtype", None)
+    return _DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4)
