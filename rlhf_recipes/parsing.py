@@ -1,6 +1,9 @@
 """Argument parsing shared by every recipe: TRL's `TrlParser` (YAML via --config, CLI flags
-override YAML) with errors that name unknown keys and suggest the closest valid one."""
+override YAML) with errors that name unknown keys and suggest the closest valid one, and that name
+the field, the value and the expected type of a wrong value (argparse would print its whole usage
+for a flag, and never checks values from the YAML, which then fail deep inside a dataclass)."""
 
+import argparse
 import difflib
 import sys
 from collections.abc import Sequence
@@ -35,11 +38,54 @@ def _unknown_keys(argv: list[str], valid: set[str]) -> list[tuple[str, str]]:
     return unknown
 
 
+def _expected(action: argparse.Action) -> str:
+    name = getattr(action.type, "__name__", "value")
+    return {"string_to_bool": "true or false", "int": "a whole number", "float": "a number"}.get(name, f"a valid {name}")
+
+
+def _check_value(key: str, value, action: argparse.Action, where: str) -> None:
+    """A YAML value must convert with the field's argparse type and be one of its choices."""
+    values = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
+    for item in values:
+        if item is None or isinstance(item, dict | list) or action.type is None:
+            continue
+        # YAML reads unquoted yes/no/on/off as booleans, which a text field then gets as True/False.
+        hint = " (YAML reads unquoted no/yes as false/true: quote the value)" if isinstance(item, bool) else ""
+        try:
+            converted = action.type(str(item))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise ConfigError(f"{key} must be {_expected(action)}; the {where} gives {item!r}.") from None
+        if action.choices is not None and converted not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            raise ConfigError(
+                f"{key} must be one of {', '.join(choices)}; the {where} gives {item!r}"
+                f"{_suggest(str(item), choices)}{hint}."
+            )
+
+
+def _check_config_values(argv: list[str], parser: TrlParser) -> None:
+    if "--config" not in argv:
+        return
+    path = argv[argv.index("--config") + 1]
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    actions = {action.dest: action for action in parser._actions}
+    for key, value in config.items():
+        if key in actions:
+            _check_value(key, value, actions[key], f"config file {path}")
+
+
+def _raise_config_error(message: str):
+    """argparse's error hook: a flag with a wrong value becomes a `ConfigError` instead of usage + exit."""
+    raise ConfigError(f"Command line: {message.rstrip('.')}.")
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
     """Parse `--config file.yaml` plus command-line flags into the given dataclasses.
 
-    Unknown keys, in the YAML or on the command line, raise `ConfigError` naming each key and
-    where it came from, before any dataclass is built. Without CUDA, `bf16` defaults to false and
+    Unknown keys, in the YAML or on the command line, and values that do not fit their field's
+    type or choices raise `ConfigError` naming each key and where it came from, before any
+    dataclass is built. Without CUDA, `bf16` defaults to false and
     `use_cpu` to true (TRL defaults bf16 to true, which fails on a CPU); YAML and flags still win.
     """
     parser = TrlParser(dataclass_types=list(dataclass_types))
@@ -51,4 +97,6 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     if unknown:
         details = "; ".join(f"{key!r} in the {where}{_suggest(key, sorted(valid))}" for key, where in unknown)
         raise ConfigError(f"Unknown argument(s): {details}.")
+    _check_config_values(argv, parser)
+    parser.error = _raise_config_error
     return tuple(parser.parse_args_and_config(argv))
