@@ -71,7 +71,8 @@ class RewardScorer:
             for func in self.reward_funcs:
                 values = func(prompts=prompts, completions=completions, **kwargs)
                 if len(values) != len(prompts):
-                    raise ValueError(f"Reward function {func.__name__} returned {len(values)} scores for {len(prompts)} rows.")
+                    name = getattr(func, "__name__", type(func).__name__)
+                    raise ValueError(f"Reward function {name} returned {len(values)} scores for {len(prompts)} rows.")
                 total += torch.tensor([float("nan") if v is None else float(v) for v in values], device=device)
         return total
 
@@ -98,7 +99,8 @@ class RewardScorer:
                     for p, t in zip(prompts, texts, strict=True)]
             enc = tok(full, padding=True, return_tensors="pt", add_special_tokens=False)
         else:
-            sequences = [row[mask.bool()].tolist() for row, mask in zip(rollout.input_ids, rollout.attention_mask, strict=True)]
+            rows = zip(rollout.input_ids, rollout.attention_mask, strict=True)
+            sequences = [row[mask.bool()].tolist() for row, mask in rows]
             decoded = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
             eos = tok.eos_token or ""
             full = [text + (eos if stop else "") for text, stop in zip(decoded, rollout.has_stop.tolist(), strict=True)]

@@ -99,9 +99,9 @@ class PtxCallback(PPOCallback):
     batch of pretraining/SFT texts (`losses.ptx_loss`), one batch per actor microbatch.
 
     `ptx_dataset` has a `text` column, or `messages`, or `prompt` + `completion` (TRL's SFT
-    formats; chat messages go through the tokenizer's chat template). Batches follow a fixed order derived from `args.seed`, the global
-    step and the microbatch, so runs resume with the same batches and ranks read disjoint rows.
-    The LM loss is computed and logged even at `ptx_coef=0` (a forgetting monitor); nothing is
+    formats; chat messages go through the tokenizer's chat template). Batches follow a fixed
+    order derived from `args.seed`, the global step and the microbatch, so runs resume with the
+    same batches and ranks read disjoint rows. The LM loss is computed and logged even at `ptx_coef=0` (a forgetting monitor); nothing is
     then added and the update is identical to one without ptx.
     """
 
@@ -118,8 +118,12 @@ class PtxCallback(PPOCallback):
             return [tokenizer.apply_chat_template(m, tokenize=False) for m in self.dataset["messages"]]
         if {"prompt", "completion"} <= set(columns):
             pairs = zip(self.dataset["prompt"], self.dataset["completion"], strict=True)
-            return [tokenizer.apply_chat_template(p + c, tokenize=False) if isinstance(p, list) else p + c for p, c in pairs]
-        raise ValueError(f"The ptx dataset needs a 'text', 'messages' or 'prompt'+'completion' column; it has {columns}.")
+            return [
+                tokenizer.apply_chat_template(p + c, tokenize=False) if isinstance(p, list) else p + c for p, c in pairs
+            ]
+        raise ValueError(
+            f"The ptx dataset needs a 'text', 'messages' or 'prompt'+'completion' column; it has {columns}."
+        )
 
     def on_train_begin(self, args, state, control, processing_class=None, **kwargs):
         max_length = self.max_length or args.max_prompt_length + args.response_length

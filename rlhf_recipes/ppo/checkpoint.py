@@ -138,4 +138,6 @@ def load_weights(model, path: str) -> None:
     loaded = {own[key].data_ptr() for key in weights if key in own}
     untied = [key for key in missing if own[key].data_ptr() not in loaded]
     if unexpected or untied:
-        raise ValueError(f"Weights in {path} do not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}.")
+        raise ValueError(
+            f"Weights in {path} do not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}."
+        )

@@ -43,7 +43,9 @@ class PPOConfig(TrainingArguments):
     )
     ref_model_path: str | None = field(
         default=None,
-        metadata={"help": "Reference policy; defaults to a frozen copy of the policy, or with LoRA the disabled adapter."},
+        metadata={
+            "help": "Reference policy; defaults to a frozen copy of the policy, or with LoRA the disabled adapter."
+        },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
     disable_dropout: bool = field(
@@ -56,7 +58,8 @@ class PPOConfig(TrainingArguments):
         metadata={"help": "Prompts to roll out in total (TRL); else max_steps, else num_train_epochs x dataset."},
     )
     max_prompt_length: int = field(
-        default=256, metadata={"help": "Prompts keep their last N tokens (DeepSpeed-Chat: 256, truncated from the left)."}
+        default=256,
+        metadata={"help": "Prompts keep their last N tokens (DeepSpeed-Chat: 256, truncated from the left)."},
     )
     response_length: int = field(default=53, metadata={"help": "Maximum new tokens per response (TRL 53)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (TRL 0.7)."})
@@ -89,10 +92,12 @@ class PPOConfig(TrainingArguments):
 
     # KL control.
     kl_coef: float = field(
-        default=0.05, metadata={"help": "KL penalty coefficient, initial value if adaptive (TRL PPOv2 0.05; DS-Chat 0.1)."}
+        default=0.05,
+        metadata={"help": "KL penalty coefficient, initial value if adaptive (TRL PPOv2 0.05; DS-Chat 0.1)."},
     )
     kl_estimator: str = field(
-        default="k1", metadata={"help": "Per-token KL estimator, k1 (log ratio) or k3 (TRL; joschu.net/blog/kl-approx)."}
+        default="k1",
+        metadata={"help": "Per-token KL estimator, k1 (log ratio) or k3 (TRL; joschu.net/blog/kl-approx)."},
     )
     adaptive_kl: bool = field(default=False, metadata={"help": "Ziegler et al. adaptive KL controller (old TRL)."})
     target_kl: float = field(default=6.0, metadata={"help": "Target KL per response for adaptive_kl (old TRL 6)."})
@@ -144,7 +149,10 @@ class PPOConfig(TrainingArguments):
         if self.num_mini_batches < 1:
             raise ConfigError(f"num_mini_batches must be at least 1, got {self.num_mini_batches}.")
         checks = [
-            (self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}."),
+            (
+                self.kl_estimator in KL_ESTIMATORS,
+                f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}.",
+            ),
             (
                 self.per_device_train_batch_size % self.num_mini_batches == 0,
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be divisible by "
@@ -161,12 +169,18 @@ class PPOConfig(TrainingArguments):
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}."),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}."),
             (not (self.stop_token and self.stop_token_id is not None), "Set stop_token or stop_token_id, not both."),
-            (0 <= self.gamma <= 1 and 0 <= self.lam <= 1, f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}."),
+            (
+                0 <= self.gamma <= 1 and 0 <= self.lam <= 1,
+                f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}.",
+            ),
             (self.cliprange > 0 and self.cliprange_value > 0, "cliprange and cliprange_value must be positive."),
             (self.num_ppo_epochs >= 1, f"num_ppo_epochs must be at least 1, got {self.num_ppo_epochs}."),
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}."),
             (self.target_kl > 0 and self.kl_horizon > 0, "target_kl and kl_horizon must be positive."),
-            (self.reward_clip is None or self.reward_clip > 0, f"reward_clip must be positive or null, got {self.reward_clip}."),
+            (
+                self.reward_clip is None or self.reward_clip > 0,
+                f"reward_clip must be positive or null, got {self.reward_clip}.",
+            ),
             (
                 self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
                 f"missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty}.",

@@ -137,7 +137,9 @@ def generate(model, input_ids, attention_mask, config: GenerationConfig, chunk_s
     out = torch.full((input_ids.shape[0], width), config.pad_token_id, dtype=torch.long, device=input_ids.device)
     for start in range(0, input_ids.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
-        sequences = model.generate(input_ids=input_ids[rows], attention_mask=attention_mask[rows], generation_config=config)
+        sequences = model.generate(
+            input_ids=input_ids[rows], attention_mask=attention_mask[rows], generation_config=config
+        )
         responses = sequences[:, input_ids.shape[1] :]
         out[rows, : responses.shape[1]] = responses
     return out
@@ -229,7 +231,9 @@ def collect_rollout(
     logprobs = logprobs_of(policy)
     with ref_context():
         ref_logprobs = logprobs_of(ref_policy)
-    values = chunked(lambda ids, mask: critic(ids, mask)[:, -width - 1 : -1].float(), chunk_size, input_ids, attention_mask)
+    values = chunked(
+        lambda ids, mask: critic(ids, mask)[:, -width - 1 : -1].float(), chunk_size, input_ids, attention_mask
+    )
     return Rollout(
         indices=list(indices),
         prompt_ids=prompt_ids,

@@ -57,7 +57,9 @@ def _check_model_dir(name: str, path: str | None) -> None:
         return
     if not os.path.isfile(os.path.join(path, "config.json")):
         merged = os.path.join(path, MERGED_SUBDIR)
-        hint = f"use {merged!r}" if os.path.isdir(merged) else "rerun that step with merge_lora: true and use its merged/"
+        hint = (
+            f"use {merged!r}" if os.path.isdir(merged) else "rerun that step with merge_lora: true and use its merged/"
+        )
         raise ConfigError(
             f"{name} {path!r} holds no full model (no config.json; a LoRA adapter?): {hint}. PPO's reference must be "
             "the SFT policy itself, so a trained SFT adapter has to be merged first."
@@ -129,7 +131,9 @@ def run_ppo(
     reward_model = load_model(frozen, reward_tokenizer, "seq-cls", name_or_path=args.reward_model_path,
                               trust_remote_code=trust)
     value_path = args.value_model_path or (policy_path if reward_tokenizer is not tokenizer else None)
-    value_model = load_model(frozen, tokenizer, "seq-cls", name_or_path=value_path, trust_remote_code=trust) if value_path else None
+    value_model = None
+    if value_path:
+        value_model = load_model(frozen, tokenizer, "seq-cls", name_or_path=value_path, trust_remote_code=trust)
     ref_model = (
         load_model(frozen, tokenizer, "causal-lm", name_or_path=args.ref_model_path, trust_remote_code=trust)
         if args.ref_model_path else None

@@ -174,8 +174,9 @@ class PPOTrainer:
 
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, KLCallback) for cb in callbacks):
+            adaptive = args.adaptive_kl
             callbacks.append(
-                AdaptiveKLCallback(args.target_kl, args.kl_horizon) if args.adaptive_kl else FixedKLCallback(args.kl_coef)
+                AdaptiveKLCallback(args.target_kl, args.kl_horizon) if adaptive else FixedKLCallback(args.kl_coef)
             )
         if ptx_dataset is not None and not any(isinstance(cb, PtxCallback) for cb in callbacks):
             callbacks.append(PtxCallback(ptx_dataset, args.ptx_coef))
@@ -210,7 +211,9 @@ class PPOTrainer:
         if ref_model is model:
             raise ValueError("ref_model must not be the policy object itself (pass None for a frozen copy).")
         if isinstance(model, PeftModel) and peft_config is not None:
-            raise ValueError("The policy already carries a LoRA adapter: merge it (merge_and_unload) before adding peft_config.")
+            raise ValueError(
+                "The policy already carries a LoRA adapter: merge it (merge_and_unload) before adding peft_config."
+            )
         if isinstance(model, PeftModel) and ref_model is None:
             raise ValueError(
                 "The policy is a PeftModel with a trained adapter and no ref_model: its disabled adapter would be the "
@@ -219,7 +222,9 @@ class PPOTrainer:
         if value_model is None and reward_model is None:
             raise ValueError("Pass a value_model (critic) when scoring with reward_funcs only.")
         if value_model is None and reward_tokenizer is not None and reward_tokenizer is not tokenizer:
-            raise ValueError("The reward model uses another tokenizer, so it cannot initialise the critic: pass value_model.")
+            raise ValueError(
+                "The reward model uses another tokenizer, so it cannot initialise the critic: pass value_model."
+            )
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer needs a pad token (rlhf_recipes.models.load_tokenizer sets one).")
 
@@ -325,7 +330,8 @@ class PPOTrainer:
                 raise NonFiniteError(
                     f"{self.state.nonfinite_in_a_row} updates in a row had a non-finite reward, advantage, loss or "
                     f"gradient (max_nonfinite_steps={args.max_nonfinite_steps}); stopped at step "
-                    f"{self.state.global_step}. The last complete checkpoint is {checkpoint.latest_checkpoint(args.output_dir)}."
+                    f"{self.state.global_step}. The last complete checkpoint is "
+                    f"{checkpoint.latest_checkpoint(args.output_dir)}."
                 )
             if self.control.should_evaluate and self.eval_dataset is not None:
                 self.evaluate()
@@ -349,7 +355,8 @@ class PPOTrainer:
         mask = rollout.response_mask.float()
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, args.kl_estimator) * mask
         # collective 1: rollout statistics for the KL callbacks, and whether any rank saw a non-finite input
-        local_bad = sum(not torch.isfinite(t).all() for t in (scores, rollout.logprobs, rollout.ref_logprobs, rollout.values))
+        checked = (scores, rollout.logprobs, rollout.ref_logprobs, rollout.values)
+        local_bad = sum(not torch.isfinite(t).all() for t in checked)
         summed = acc.reduce(torch.stack([kl.sum(1).mean(), scores.mean(), self._flag(local_bad)]), "sum")
         rollout_stats = {"kl": summed[0].item() / acc.num_processes, "scores": summed[1].item() / acc.num_processes,
                          "num_samples": self.world_batch_size}
@@ -400,10 +407,14 @@ class PPOTrainer:
         acc = self.accelerator
         prompt_ids, prompt_mask = left_pad([self.prompt_ids[i] for i in local], self.processing_class.pad_token_id)
         actor, critic = self.unwrapped_actor.eval(), self.unwrapped_critic.eval()
-        ref_policy, ref_context = (actor, actor.disable_adapter) if self.ref_model is None else (self.ref_model, nullcontext)
+        if self.ref_model is None:  # LoRA: the reference is the policy with its adapter disabled
+            ref_policy, ref_context = actor, actor.disable_adapter
+        else:
+            ref_policy, ref_context = self.ref_model, nullcontext
         return collect_rollout(
             local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
-            self.generation_config, self.stop_token_ids, self.args.temperature, self.args.local_rollout_forward_batch_size,
+            self.generation_config, self.stop_token_ids, self.args.temperature,
+            self.args.local_rollout_forward_batch_size,
         )
 
     def _flag(self, value) -> torch.Tensor:
@@ -539,7 +550,8 @@ class PPOTrainer:
                 actor, prompt_ids, prompt_mask, config, self.stop_token_ids, size
             )
             rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
-            scores = self._shape(self.scorer(rollout, prompts[start : start + size], None), has_stop, update_stats=False)
+            raw = self.scorer(rollout, prompts[start : start + size], None)
+            scores = self._shape(raw, has_stop, update_stats=False)
             totals += torch.stack([scores.sum(), response_mask.sum().float(), has_stop.sum().float()])
         totals = acc.reduce(torch.cat([totals, torch.tensor([float(len(ids))], device=acc.device)]), "sum")
         count = max(totals[3].item(), 1.0)

@@ -22,7 +22,7 @@ def ppo_config(tmp_path, **overrides):
     ("overrides", "message"),
     [
         (dict(per_device_train_batch_size=6, num_mini_batches=4), "divisible by num_mini_batches"),
-        (dict(per_device_train_batch_size=8, num_mini_batches=2, gradient_accumulation_steps=3), "gradient_accumulation"),
+        (dict(per_device_train_batch_size=8, num_mini_batches=2, gradient_accumulation_steps=3), "accumulation_steps"),
         (dict(kl_estimator="k2"), "kl_estimator"),
         (dict(stop_token="eos", stop_token_id=5), "not both"),
         (dict(missing_eos_penalty=-1.0), "missing_eos_penalty"),
