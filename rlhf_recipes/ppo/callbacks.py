@@ -101,8 +101,9 @@ class PtxCallback(PPOCallback):
     `ptx_dataset` has a `text` column, or `messages`, or `prompt` + `completion` (TRL's SFT
     formats; chat messages go through the tokenizer's chat template). Batches follow a fixed
     order derived from `args.seed`, the global step and the microbatch, so runs resume with the
-    same batches and ranks read disjoint rows. The LM loss is computed and logged even at `ptx_coef=0` (a forgetting monitor); nothing is
-    then added and the update is identical to one without ptx.
+    same batches and ranks read disjoint rows. The LM loss is computed and logged even at
+    `ptx_coef=0` (a forgetting monitor); nothing is then added and the update is identical to
+    one without ptx.
     """
 
     def __init__(self, ptx_dataset, ptx_coef: float, batch_size: int | None = None, max_length: int | None = None):
