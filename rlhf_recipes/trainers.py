@@ -113,8 +113,8 @@ class ReliableSFTTrainer(ReliableTrainerMixin, SFTTrainer):
             self._account_for_length(dataset, prepared, dataset_name, args.max_length)
             cut = sum(len(ids) == args.max_length for ids in prepared["input_ids"])
             if cut:
-                logger.warning("SFT %s: %d rows reached max_length=%d tokens and were cut (truncation_mode %s).",
-                               dataset_name, cut, args.max_length, args.truncation_mode)
+                logger.warning("SFT %s: %d of %d rows reached max_length=%d tokens and were cut (truncation_mode %s).",
+                               dataset_name, cut, len(prepared), args.max_length, args.truncation_mode)
         return prepared
 
 
