@@ -20,8 +20,10 @@ The pipeline YAML:
       sft: {config: sft.yaml, ...}   # a stage's fields, inline and/or from a stage YAML (relative to this file)
       reward: {...}
       ppo: {...}
-    selection: {num_prompts, max_new_tokens, dataset_name}            # SFT checkpoint choice by RM score
-    evaluation: {num_prompts, max_new_tokens, num_examples, dataset_name}  # held-out comparison
+    selection: {num_prompts, max_new_tokens, dataset_name, data_split}   # SFT checkpoint choice by RM score
+    evaluation: {num_prompts, max_new_tokens, num_examples, dataset_name, data_split}  # held-out comparison
+                                # (prompts: the PPO part of data_split, default "0,0,1" = the whole file;
+                                # the demo task sets both files itself)
 
 Model flow: sft starts from pretrain's output (or `model`), the reward model from the final SFT
 model, then every SFT checkpoint is scored by the RM on validation prompts and the best one is
@@ -172,7 +174,7 @@ STAGE_COMMANDS = {"sft": "rlhf-recipes sft", "reward": "rlhf-recipes reward", "p
 def _select(spec: PipelineSpec, settings: dict) -> dict:
     from .demo.evaluation import load_prompts, select_sft_checkpoint
 
-    prompts = load_prompts(settings["dataset_name"], settings["num_prompts"])
+    prompts = load_prompts(settings["dataset_name"], settings["num_prompts"], settings["data_split"])
     return select_sft_checkpoint(
         Path(settings["sft_dir"]), Path(settings["reward_dir"]), prompts, settings["gold"],
         settings["max_new_tokens"], settings.get("max_prompt_length"),
@@ -182,7 +184,7 @@ def _select(spec: PipelineSpec, settings: dict) -> dict:
 def _evaluate(spec: PipelineSpec, settings: dict) -> dict:
     from .demo.evaluation import evaluate_stages, load_prompts
 
-    prompts = load_prompts(settings["dataset_name"], settings["num_prompts"])
+    prompts = load_prompts(settings["dataset_name"], settings["num_prompts"], settings["data_split"])
     return evaluate_stages(
         settings["policies"], settings["reward_dir"], settings["reference_dir"], prompts, settings["gold"],
         spec.seed, settings["max_new_tokens"], settings["num_examples"], settings.get("max_prompt_length"),
@@ -275,7 +277,8 @@ class Resolver:
         section = dict(self.spec.selection)
         if self.spec.demo_task is not None:
             section["dataset_name"] = self._demo_file("validation")
-        return {"num_prompts": 200, "max_new_tokens": 8, **section, "gold": self.spec.demo_task is not None,
+        return {"num_prompts": 200, "max_new_tokens": 8, "data_split": "0,0,1", **section,
+                "gold": self.spec.demo_task is not None,
                 "sft_dir": str(self.stage_dir("sft")), "reward_dir": str(self.stage_dir("reward"))}
 
     def evaluate_settings(self, selection: dict) -> dict:
@@ -286,7 +289,7 @@ class Resolver:
         if "pretrain" in self.spec.stages:
             policies["pretrained"] = str(self.stage_dir("pretrain"))
         policies.update(sft=selection["chosen_path"], ppo=str(self.stage_dir("ppo")))
-        return {"num_prompts": 200, "max_new_tokens": 8, "num_examples": 12, **section,
+        return {"num_prompts": 200, "max_new_tokens": 8, "num_examples": 12, "data_split": "0,0,1", **section,
                 "gold": self.spec.demo_task is not None, "policies": policies, "reference_dir": selection["chosen_path"],
                 "reward_dir": str(self.stage_dir("reward"))}
 
@@ -457,6 +460,15 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, command: str | Non
     return run_dir
 
 
+def quiet_library_progress_bars() -> None:
+    """Keep the terminal to one progress bar per stage: no bars for dataset maps and weight loading."""
+    import datasets
+    from transformers.utils import logging
+
+    datasets.disable_progress_bars()
+    logging.disable_progress_bar()
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", help="Run directory (overrides the YAML's output_dir).")
     parser.add_argument("--seed", type=int, help="Seed of the task data and every stage (overrides the YAML).")
@@ -470,5 +482,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     spec = load_spec(args.config, {"output_dir": args.output_dir, "seed": args.seed})
+    quiet_library_progress_bars()
     run_pipeline(spec, args.overwrite, command="rlhf-recipes pipeline " + " ".join(argv))
     return 0

@@ -22,9 +22,10 @@ from .task import gold_answer, is_hard, parse_prompt
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-def load_prompts(dataset_name: str, num_prompts: int | None, split_seed: int = 42) -> list:
-    """The first `num_prompts` prompts of a file, read by the data layer (strings or message lists)."""
-    args = DataArguments(dataset_name=dataset_name, data_split="0,0,1", eval_split_size=0, split_seed=split_seed)
+def load_prompts(dataset_name: str, num_prompts: int | None, data_split: str = "0,0,1") -> list:
+    """The first `num_prompts` prompts of the PPO part of `data_split` of a file (default: the whole
+    file), read by the data layer (strings or message lists)."""
+    args = DataArguments(dataset_name=dataset_name, data_split=data_split, eval_split_size=0)
     prompts = load_stage_dataset(args, "ppo")["train"]["prompt"]
     return prompts[:num_prompts] if num_prompts else prompts
 

@@ -10,7 +10,7 @@ import argparse
 import copy
 from collections.abc import Sequence
 
-from ..pipeline import add_run_options, run_pipeline, spec_from_dict
+from ..pipeline import add_run_options, quiet_library_progress_bars, run_pipeline, spec_from_dict
 
 _COMMON = {
     "per_device_train_batch_size": 64,
@@ -57,7 +57,7 @@ DEMO_PIPELINE = {
             "max_steps": 60,
             "per_device_train_batch_size": 64,
             "num_mini_batches": 4,
-            "num_ppo_epochs": 4,
+            "num_ppo_epochs": 2,
             "learning_rate": 5.0e-5,
             "critic_learning_rate": 5.0e-5,
             "lr_scheduler_type": "constant",
@@ -71,7 +71,7 @@ DEMO_PIPELINE = {
             "eval_split_size": 0,
             "sample_every": 5,
             "save_strategy": "no",
-            "logging_steps": 1,
+            "logging_steps": 10,
             "report_to": "none",
             "dtype": "float32",
         },
@@ -92,5 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = demo_spec(args.output_dir, args.seed)
     command = "rlhf-recipes demo " + " ".join(argv or [])
+    quiet_library_progress_bars()
     run_pipeline(spec, args.overwrite, command=command.strip())
     return 0

@@ -17,8 +17,9 @@ Series = tuple[str, list[float], list[float]]
 
 # PPO panels: title -> candidate log keys, drawn when present.
 PPO_PANELS = {
-    "Actor (policy) loss": ("loss/policy", "loss/ptx"),
+    "Actor (policy) loss": ("loss/policy",),
     "Critic (value) loss": ("loss/value",),
+    "Pretraining (ptx) LM loss": ("loss/ptx",),
     "Reward": ("objective/scores", "objective/rlhf_reward"),
     "KL to reference": ("objective/kl",),
     "KL coefficient": ("kl_coef",),
@@ -101,7 +102,7 @@ def plot_reward(log_history: list[dict], path: str) -> str | None:
 
 
 def plot_ppo(records: list[dict], path: str) -> str | None:
-    """PPO actor loss, critic loss, reward, KL, KL coefficient and entropy over updates."""
+    """PPO actor loss, critic loss, ptx loss, reward, KL, KL coefficient and entropy over updates."""
     panels = [_panel(title, records, keys) for title, keys in PPO_PANELS.items()]
     return plot_panels(panels, path, "Step 3: PPO")
 

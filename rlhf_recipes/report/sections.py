@@ -118,6 +118,8 @@ def side_by_side_section(evaluation: dict | None) -> list[Section]:
             answer = display(example["answers"][stage])
             if gold:
                 answer = f"{PASS_MARK if answer == example['gold'] else FAIL_MARK} {answer or '(empty)'}"
+            elif not answer:
+                answer = "(empty or only whitespace)"
             row.append(answer)
         rows.append(row)
     note = "Greedy answers of each stage to the same held-out prompts."
@@ -209,9 +211,13 @@ def ppo_samples_section(samples: list[dict], per_end: int = 4) -> list[Section]:
     if not columns:
         columns = sorted(keys)[:4]
     chosen = samples if len(samples) <= 2 * per_end else samples[:per_end] + samples[-per_end:]
-    rows = [
-        [display(record.get(c), keep_end=(c in ("prompt", "query")), limit=80) for c in columns] for record in chosen
-    ]
+    def cell(record: dict, column: str) -> str:
+        value = record.get(column)
+        if isinstance(value, float):
+            return f"{value:+.3f}"
+        return display(value, keep_end=column in ("prompt", "query"), limit=80)
+
+    rows = [[cell(record, c) for c in columns] for record in chosen]
     text = "Completions sampled during PPO training, first and last."
     return [Section("PPO samples over training", [Text(text), Table(columns, rows)])]
 
@@ -239,7 +245,11 @@ def settings_section(info: dict) -> list[Section]:
     if info.get("machine"):
         blocks.append(Text(f"Machine: {info['machine']}"))
     if info.get("command"):
+        blocks.append(Text("Command:"))
         blocks.append(Preformatted(info["command"]))
+    if info.get("stage_commands"):
+        blocks.append(Text("Each training stage alone, with the configuration this run used:"))
+        blocks.append(Preformatted("\n".join(info["stage_commands"].values())))
     if info.get("config"):
         blocks.append(Text("Pipeline settings:"))
         blocks.append(Preformatted(yaml.safe_dump(info["config"], sort_keys=False, allow_unicode=True).rstrip()))

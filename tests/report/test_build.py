@@ -123,12 +123,14 @@ def test_ppo_plots_with_missing_keys_and_generic_metrics(tmp_path):
     generic = {"sft": {"sampled_tokens": 12.0, "sampled_eos_rate": 0.5, "greedy_rm_score": 0.1, "kl_to_sft": 0.0},
                "ppo": {"sampled_tokens": 8.0, "sampled_eos_rate": 0.9, "greedy_rm_score": 0.7, "kl_to_sft": 0.3}}
     _write(tmp_path / "evaluation.json", {"gold": False, "num_prompts": 4, "stages": generic,
-                                          "examples": [{"prompt": "Human: hi", "answers": {"sft": "yo", "ppo": "hello"}}]})
+                                          "examples": [{"prompt": "Human: hi", "answers": {"sft": "yo", "ppo": "hello"}},
+                                                                       {"prompt": "Human: ?", "answers": {"sft": " \n", "ppo": "ok"}}]})
     built = build_report(tmp_path)
     md = built.markdown.read_text()
     assert built.plots["ppo"] == "plots/ppo.png"
     assert "No gold metric" in md and "EOS rate T=1" in md and "greedy acc" not in md
     assert "| Human: hi | yo | hello |" in md
+    assert "| Human: ? | (empty or only whitespace) | ok |" in md
 
 
 def test_cut_off_last_jsonl_line_is_ignored(tmp_path):
