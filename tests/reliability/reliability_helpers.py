@@ -40,3 +40,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
+
+
+# Trainer settings for tiny CPU runs: TRL defaults to bf16 autocast and activation checkpointing.
+CPU = dict(use_cpu=True, bf16=False, activation_checkpointing=False, report_to="none", disable_tqdm=True)

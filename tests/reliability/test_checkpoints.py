@@ -19,6 +19,8 @@ from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.sft import train_sft
 
+from reliability_helpers import CPU
+
 
 def checkpoint(output_dir, step, complete=True):
     path = output_dir / f"checkpoint-{step}"
@@ -115,7 +117,7 @@ class SaveWatcher(TrainerCallback):
 
 def test_sft_with_save_total_limit_1_and_the_best_model_always_keeps_a_complete_checkpoint(tiny_dirs, tmp_path):
     rows = [{"prompt": f"Q: {i}? A:", "completion": f" {i % 3}"} for i in range(16)]
-    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=True, max_length=32,
+    args = SFTConfig(output_dir=str(tmp_path), **CPU, max_length=32,
                      max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="steps",
                      save_steps=1, save_total_limit=1, eval_strategy="steps", eval_steps=1,
                      load_best_model_at_end=True, metric_for_best_model="eval_loss")

@@ -13,7 +13,9 @@ from rlhf_recipes.reward import run_reward
 from rlhf_recipes.reward_eval import encode_pair
 from rlhf_recipes.sft import train_sft
 
-FAST = dict(use_cpu=True, report_to="none", disable_tqdm=True, max_steps=1, per_device_train_batch_size=4,
+from reliability_helpers import CPU
+
+FAST = dict(**CPU, max_steps=1, per_device_train_batch_size=4,
             save_strategy="no", eval_strategy="no")
 
 

@@ -13,6 +13,8 @@ from rlhf_recipes.reward import train_reward
 from rlhf_recipes.sft import train_sft
 from rlhf_recipes.trainers import NonFiniteLossError
 
+from reliability_helpers import CPU
+
 ROWS = [{"prompt": f"Q: {i}? A:", "chosen": f" {i % 3}", "rejected": f" {i % 3 + 1}"} for i in range(16)]
 
 
@@ -30,7 +32,7 @@ class PoisonAtStep(TrainerCallback):
 
 @pytest.mark.parametrize("stage", ["sft", "reward"])
 def test_a_nan_loss_stops_training_before_the_update_and_names_the_last_checkpoint(stage, tiny_dirs, tmp_path):
-    settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=True, max_length=32,
+    settings = dict(output_dir=str(tmp_path), **CPU, max_length=32,
                     max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="steps", save_steps=2)
     model_args = ModelArguments(model_name_or_path=tiny_dirs["sft"])
     with pytest.raises(NonFiniteLossError, match=rf"Step 3: the gradient norm is nan.*{tmp_path}/checkpoint-2"):

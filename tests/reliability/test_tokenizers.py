@@ -16,7 +16,7 @@ from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo.run import run_ppo
 from rlhf_recipes.sft import train_sft
 
-from reliability_helpers import read_jsonl
+from reliability_helpers import CPU, read_jsonl
 
 
 def test_a_tokenizer_without_pad_token_or_chat_template_trains_chat_sft(tiny_dirs, tmp_path):
@@ -28,7 +28,7 @@ def test_a_tokenizer_without_pad_token_or_chat_template_trains_chat_sft(tiny_dir
     model_args = ModelArguments(model_name_or_path=tiny_dirs["sft"], tokenizer_name_or_path=str(tmp_path / "bare"))
     rows = [{"prompt": [{"role": "user", "content": f"colour {i}?"}],
              "completion": [{"role": "assistant", "content": ["red", "blue"][i % 2]}]} for i in range(8)]
-    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", disable_tqdm=True,
+    args = SFTConfig(output_dir=str(tmp_path / "out"), **CPU,
                      max_length=64, max_steps=2, per_device_train_batch_size=4, save_strategy="no")
 
     trainer = train_sft(model_args, args, Dataset.from_list(rows))
@@ -57,7 +57,7 @@ def test_ppo_scores_with_a_reward_model_whose_tokenizer_differs(tiny_dirs, short
     reward_model = load_model(rm_args, rm_tokenizer, task="seq-cls")
     reward_model.save_pretrained(tmp_path / "rm")
     rm_tokenizer.save_pretrained(tmp_path / "rm")
-    args = PPOConfig(output_dir=str(tmp_path / "ppo"), use_cpu=True, report_to="none", disable_tqdm=True,
+    args = PPOConfig(output_dir=str(tmp_path / "ppo"), **CPU,
                      sft_model_path=tiny_dirs["sft"], reward_model_path=str(tmp_path / "rm"), max_steps=2,
                      per_device_train_batch_size=4, num_mini_batches=1, num_ppo_epochs=1, response_length=4,
                      max_prompt_length=32, sample_every=0, save_strategy="no")
