@@ -345,7 +345,7 @@ class Pipeline:
     """Runs the steps of a spec in order with skip-if-finished, and records what happened."""
 
     def __init__(self, spec: PipelineSpec, overwrite: bool = False, command: str | None = None):
-        self.spec, self.overwrite, self.command = spec, overwrite, command
+        self.spec, self.command = spec, command
         self.resolver = Resolver(spec)
         self.records: list[StepRecord] = []
         self.force = overwrite
@@ -401,7 +401,7 @@ class Pipeline:
         return settings, lambda: STAGE_RUNNERS[stage](str(config_path))
 
     def run(self) -> Path:
-        """Run every step, write run_info.json, build the report; returns the run directory."""
+        """Run (or skip) every step and write run_info.json; returns the run directory."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
                 "The pipeline orchestrates its steps in one process. For several processes, run each stage with its "

@@ -35,6 +35,13 @@ def test_shrunken_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "greedy acc" in out and str(run_dir / "report.html") in out
 
+    def prompts(name):
+        return {json.loads(line)["prompt"].split(None, 2)[2] for line in (run_dir / "data" / name).open()}
+
+    heldout = prompts("heldout.jsonl")  # the digits of each prompt, whatever the question
+    for name in ("sft.jsonl", "pairs.jsonl", "prompts.jsonl", "corpus.jsonl", "validation.jsonl"):
+        assert heldout.isdisjoint(prompts(name)), name
+
     selection = json.loads((run_dir / "selection.json").read_text())
     assert [c["checkpoint"] for c in selection["candidates"]] == ["checkpoint-2", "checkpoint-4"]
     assert selection["chosen"] in {"checkpoint-2", "checkpoint-4"}
