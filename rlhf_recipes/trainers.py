@@ -4,7 +4,7 @@ The HF Trainer already saves and restores model, optimizer, scheduler, RNG and d
 `ReliableTrainerMixin` adds only what it lacks:
 - atomic checkpoints (`rlhf_recipes.checkpointing`): the Trainer writes each checkpoint into a
   staging directory, which is marked complete and renamed only once every process has finished;
-  rotation counts complete checkpoints only;
+  rotation counts complete checkpoints only; resuming a finished run trains no extra step;
 - a stop with a clear error, before the optimizer step, when the gradient norm is not finite
   (a NaN/inf loss or an overflow), instead of `logging_nan_inf_filter` hiding it from the logs;
 - `data_order.jsonl` (`rlhf_recipes.data_order`), the samples of each step;
@@ -69,6 +69,13 @@ class ReliableTrainerMixin:
             best = [self.state.best_model_checkpoint] if self.state.best_model_checkpoint else []
             checkpointing.commit(output_dir, staged, step, self.args.save_total_limit, keep=best)
         self.accelerator.wait_for_everyone()
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers checks max_steps only after a step: resuming a finished run (killed while
+        # writing its final model) would otherwise train one step more than asked.
+        if self.state.global_step >= self.state.max_steps:
+            return
+        super()._run_epoch(*args, **kwargs)
 
     def _get_grad_norm(self, model, grad_norm=None):
         # After the gradient all-reduce every process sees the same norm, so all stop together.

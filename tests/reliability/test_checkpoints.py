@@ -19,7 +19,7 @@ from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.sft import train_sft
 
-from reliability_helpers import CPU
+from reliability_helpers import CPU, read_jsonl
 
 
 def checkpoint(output_dir, step, complete=True):
@@ -132,3 +132,18 @@ def test_sft_with_save_total_limit_1_and_the_best_model_always_keeps_a_complete_
         assert best in complete  # the Trainer's best checkpoint is a committed one, never a staging path
         assert len(complete) <= 2 and staging == []  # the newest and the best; nothing left half-written
 
+
+
+def test_resuming_a_finished_run_trains_no_further_step_and_rewrites_the_final_model(tiny_dirs, tmp_path):
+    rows = [{"prompt": f"Q: {i}? A:", "completion": f" {i % 3}"} for i in range(16)]
+    args = dict(output_dir=str(tmp_path), **CPU, max_length=32, max_steps=3, per_device_train_batch_size=2,
+                save_strategy="steps", save_steps=2)
+    model_args = ModelArguments(model_name_or_path=tiny_dirs["sft"])
+    train_sft(model_args, SFTConfig(**args), Dataset.from_list(rows))
+    (tmp_path / "model.safetensors").unlink()  # killed while writing the final model
+
+    trainer = train_sft(model_args, SFTConfig(**args, resume_from_checkpoint="true"), Dataset.from_list(rows))
+
+    assert trainer.state.global_step == 3  # the last step was checkpointed: nothing to redo
+    assert (tmp_path / "model.safetensors").is_file()
+    assert [line["step"] for line in read_jsonl(tmp_path / "data_order.jsonl")] == [1, 2, 3]
