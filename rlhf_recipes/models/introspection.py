@@ -1,5 +1,7 @@
 """What can be known about a model before its weights are loaded: config, positions, size."""
 
+import dataclasses
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
@@ -16,8 +18,9 @@ def model_config(args: ModelArguments, name_or_path: str | None = None, trust_re
     """The config `load_model` would use (overrides applied; tiny models included), without any weights."""
     name = name_or_path or args.model_name_or_path
     overrides = _config_overrides(args)
-    if is_tiny(name):
-        return _apply_overrides(tiny_config(name, load_tokenizer(args, trust_remote_code)), overrides)
+    if is_tiny(name):  # its vocabulary comes from the tokenizer, built locally
+        tokenizer = load_tokenizer(dataclasses.replace(args, model_name_or_path=name), trust_remote_code)
+        return _apply_overrides(tiny_config(name, tokenizer), overrides)
     config = AutoConfig.from_pretrained(name, revision=args.model_revision, trust_remote_code=trust_remote_code)
     return _apply_overrides(config, overrides)
 

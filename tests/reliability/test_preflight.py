@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import GPT2Config
 
 from rlhf_recipes import cli, preflight, reward, sft
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.models.introspection import model_config, parameter_count
+from rlhf_recipes.models.introspection import max_positions, model_config, parameter_count
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.ppo import run as ppo_run
 
@@ -93,3 +94,10 @@ def test_a_mistyped_yaml_value_is_named_with_its_file(tmp_path):
 def test_contradictory_ppo_options_fail_from_the_command_line(extra, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         cli.main([*PPO, "--output_dir", str(tmp_path / "ppo"), *extra])
+
+
+def test_positions_are_read_from_the_config_whatever_the_family_calls_them(tiny_dirs):
+    assert max_positions(GPT2Config(n_positions=128)) == 128
+    assert max_positions(model_config(ModelArguments(model_name_or_path=tiny_dirs["sft"]))) == 512
+    overridden = ModelArguments(model_config_overrides={"max_position_embeddings": 64})  # no model_name_or_path (PPO)
+    assert max_positions(model_config(overridden, "tiny:qwen2")) == 64
