@@ -4,7 +4,8 @@
 
 STAGES_JSON is a list of [stage, argv] run in order through the stages' own `main(argv)`. Each
 trainer is caught when its `train()` starts; after every stage each rank writes
-PROBE_DIR/<stage>-rank<r>.json: world size and rank as the trainer's Accelerator saw them, the
+PROBE_DIR/<stage>-rank<r>.json: world size and rank as the trainer's Accelerator saw them (and the
+local/node rank torchrun gave the process), the
 distributed type, the DeepSpeed ZeRO stage and offload of the engine actually used, the global
 step, and a checksum of the trained weights (equal on every rank when gradients were synchronised).
 """
@@ -71,6 +72,8 @@ def main() -> None:
             "stage": stage,
             "num_processes": acc.num_processes,
             "process_index": acc.process_index,
+            "local_rank": int(os.environ.get("LOCAL_RANK", -1)),
+            "node_rank": int(os.environ.get("GROUP_RANK", -1)),  # set by torchrun: this machine's rank
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "global_step": trainer.state.global_step,
             "checksum": _checksum(model),

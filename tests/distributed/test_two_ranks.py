@@ -9,9 +9,12 @@ Equal checksums on both ranks show the gradients were synchronised.
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 import torch
@@ -40,11 +43,27 @@ def _reward(output_dir: Path) -> list:
                        "--eval_split_size", "8", *QUICK]]
 
 
-def _launch(config: str, stages: list, probe_dir: Path) -> dict[str, list[dict]]:
-    command = [ACCELERATE, "launch", "--config_file", f"accelerate_configs/{config}", "--num_processes", "2",
-               "--mixed_precision", "no", PROBE, str(probe_dir), json.dumps(stages)]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+def _command(config: str, stages: list, probe_dir: Path, *flags: str) -> list[str]:
+    return [ACCELERATE, "launch", "--config_file", f"accelerate_configs/{config}", "--num_processes", "2",
+            "--mixed_precision", "no", *flags, PROBE, str(probe_dir), json.dumps(stages)]
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    """The launcher in its own process group, so that a hung run can be ended with all its ranks."""
+    return subprocess.Popen(command, cwd=REPO_ROOT, stdout=PIPE, stderr=PIPE, text=True, env=dict(os.environ),
+                            start_new_session=True)
+
+
+def _check(process: subprocess.Popen, command: list[str]) -> None:
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+
+
+def _records(stages: list, probe_dir: Path) -> dict[str, list[dict]]:
     records = {}
     for stage, _ in stages:
         ranks = [json.loads((probe_dir / f"{stage}-rank{r}.json").read_text()) for r in (0, 1)]
@@ -55,11 +74,17 @@ def _launch(config: str, stages: list, probe_dir: Path) -> dict[str, list[dict]]
     return records
 
 
+def _launch(config: str, stages: list, probe_dir: Path) -> dict[str, list[dict]]:
+    command = _command(config, stages, probe_dir)
+    _check(_start(command), command)
+    return _records(stages, probe_dir)
+
+
 def test_sft_reward_and_ppo_with_the_ddp_config(tmp_path):
     ppo = ["ppo", ["--config", "recipes/opt-1.3b/ppo.yaml", "--sft_model_path", str(tmp_path / "sft"),
                    "--reward_model_path", str(tmp_path / "reward"), "--output_dir", str(tmp_path / "ppo"),
                    "--per_device_train_batch_size", "4", "--max_prompt_length", "64", "--response_length", "8",
-                   "--activation_checkpointing", "false", *QUICK]]
+                   *QUICK]]
     records = _launch("multi_gpu.yaml", [_sft(tmp_path / "sft"), _reward(tmp_path / "reward"), ppo], tmp_path / "probe")
 
     assert {r["distributed_type"] for rs in records.values() for r in rs} == {"MULTI_CPU"}
@@ -84,3 +109,20 @@ def test_sft_with_the_deepspeed_zero3_offload_config_saves_whole_weights(tmp_pat
     assert rank["optimizer"] == "DeepSpeedCPUAdam"
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "sft", dtype=torch.float32)
     assert float(sum(p.abs().sum() for p in saved.parameters())) == pytest.approx(rank["checksum"], rel=1e-4)
+
+
+def test_sft_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
+    """multi_node.yaml's two commands (--machine_rank 0 and 1), one rank per "machine", node 0 = 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    stages = [_sft(tmp_path / "sft")]
+    commands = [_command("multi_node.yaml", stages, tmp_path / "probe", "--machine_rank", rank,
+                         "--main_process_ip", "127.0.0.1", "--main_process_port", port) for rank in ("0", "1")]
+    machines = [_start(command) for command in commands]
+    for process, command in zip(machines, commands, strict=True):
+        _check(process, command)
+
+    ranks = _records(stages, tmp_path / "probe")["sft"]
+    assert [(r["node_rank"], r["local_rank"]) for r in ranks] == [(0, 0), (1, 0)]
+    assert {(r["engine"], r["zero_stage"]) for r in ranks} == {("DeepSpeedEngine", 2)}
