@@ -5,6 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from trl import RewardConfig, SFTConfig
@@ -162,3 +163,33 @@ def test_bad_repo_id_is_refused(tmp_path, repo_id):
 def test_missing_folder_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         push_to_hub(str(tmp_path / "missing"), "me/model")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """A tiny model on a busy 2-core machine trains far faster with one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hub_calls, monkeypatch, one_torch_thread):
+    from rlhf_recipes.ppo import run as ppo_run
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    output_dir = tmp_path / "ppo"
+    ppo_run.main([
+        "--config", "recipes/opt-1.3b/ppo.yaml", "--sft_model_path", "tiny:opt", "--reward_model_path", "tiny:opt",
+        "--dataset_name", "../shared/data/rm_static_style_sample.jsonl", "--max_samples", "8", "--eval_split_size", "0",
+        "--output_dir", str(output_dir), "--max_steps", "1", "--per_device_train_batch_size", "2",
+        "--max_prompt_length", "32", "--response_length", "4", "--bf16", "false", "--dtype", "float32",
+        "--report_to", "none", "--save_strategy", "no", "--push_to_hub", "true", "--hub_model_id", "me/opt-ppo",
+    ])
+
+    [upload] = hub_calls["upload_folder"]
+    assert upload["repo_id"] == "me/opt-ppo"
+    assert {"model.safetensors", "config.json", CARD_NAME, LOG_FILE, "critic/model.safetensors"} <= set(upload["files"])
+    card = (output_dir / CARD_NAME).read_text(encoding="utf-8")
+    assert "## PPO metrics" in card and "| kl_coef | 0.1 |" in card and "| ptx_coef | 0 |" in card
+    assert "rlhf-recipes ppo --config recipes/opt-1.3b/ppo.yaml" in card and "--hub_model_id me/opt-ppo" in card
