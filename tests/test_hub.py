@@ -13,6 +13,7 @@ from trl import RewardConfig, SFTConfig
 from rlhf_recipes.data import DataArguments
 from rlhf_recipes.hub import CARD_NAME, CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
+from rlhf_recipes.ppo import run as ppo_run
 from rlhf_recipes.ppo.trainer import LOG_FILE
 from rlhf_recipes.reward import EVAL_REPORT_NAME
 from rlhf_recipes.saving import save_model_and_tokenizer
@@ -175,8 +176,6 @@ def one_torch_thread():
 
 
 def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hub_calls, monkeypatch, one_torch_thread):
-    from rlhf_recipes.ppo import run as ppo_run
-
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     output_dir = tmp_path / "ppo"
     ppo_run.main([
