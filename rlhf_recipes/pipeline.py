@@ -335,6 +335,8 @@ def _machine(threads: int | None) -> str:
 
 @dataclass
 class StepRecord:
+    """What happened to one step in this run, for run_info.json and the report."""
+
     name: str
     output_dir: str
     status: str

@@ -98,7 +98,7 @@ class TaskSettings:
     repetition_rate: float = 0.15
     repeat_lengths: tuple[int, ...] = (2, 3, 4)
     pair_negative_mix: dict[str, float] = field(
-        default_factory=lambda: {"distractor": 0.45, "overshoot": 0.2, "repetitive": 0.2, "random": 0.15}
+        default_factory=lambda: {"distractor": 0.4, "overshoot": 0.2, "repetitive": 0.2, "random": 0.2}
     )
 
 
@@ -198,19 +198,22 @@ def prompt_records(pool: list[Digits]) -> list[dict]:
 
 
 def corpus_records(excluded: list[Digits], seed: int, settings: TaskSettings) -> list[dict]:
-    """Pretraining texts (prompt + completion): first/last/min questions with their answers, never
-    a `max` question.
+    """`num_corpus` distinct pretraining texts (prompt + completion): first/last/min questions with
+    their answers, never a `max` question.
 
     Digit tuples in `excluded` (the held-out prompts) are left out, so no stage sees them.
     """
     rng = random.Random(f"corpus-{seed}")
     excluded_set = set(excluded)
-    records = []
+    if settings.num_corpus > len(CORPUS_OPS) * (10**NUM_DIGITS - len(excluded_set)):
+        raise ValueError(f"num_corpus={settings.num_corpus} is more than the distinct corpus questions.")
+    records, seen = [], set()
     while len(records) < settings.num_corpus:
         digits = tuple(rng.randrange(10) for _ in range(NUM_DIGITS))
-        if digits in excluded_set:
-            continue
         op = rng.choice(CORPUS_OPS)
+        if digits in excluded_set or (digits, op) in seen:
+            continue
+        seen.add((digits, op))
         records.append({"prompt": format_prompt(digits, op), "completion": format_answer(str(apply_op(digits, op)))})
     return records
 

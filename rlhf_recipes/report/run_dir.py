@@ -2,9 +2,10 @@
 
 The pipeline writes `run_info.json` (settings, library versions, each stage's output directory
 and wall time), `selection.json` (the SFT checkpoints' RM scores and the one chosen) and
-`evaluation.json` (per-stage metrics on held-out prompts, side-by-side answers). The stages write their own logs: HF Trainer's `trainer_state.json`
-(SFT, reward model, stage-0 pretraining), the reward stage's `eval_rm.json`, and the PPO
-trainer's `ppo_log.jsonl` and `samples.jsonl`. The report is built from these files alone.
+`evaluation.json` (per-stage metrics on held-out prompts, side-by-side answers). The stages
+write their own logs: HF Trainer's `trainer_state.json` (SFT, reward model, stage-0
+pretraining), the reward stage's `eval_rm.json`, and the PPO trainer's `ppo_log.jsonl` and
+`samples.jsonl`. The report is built from these files alone.
 """
 
 import json

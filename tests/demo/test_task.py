@@ -123,7 +123,7 @@ def test_pairs_prefer_the_correct_clean_answer_with_distractor_negatives():
         assert not rejected.correct
     distractors = [r for r in records if r["negative"] == "distractor"]
     overshoots = [r for r in records if r["negative"] == "overshoot"]
-    assert len(distractors) / len(records) > 0.35 and len(overshoots) / len(records) > 0.12
+    assert len(distractors) / len(records) > 0.3 and len(overshoots) / len(records) > 0.1
     assert all(int(r["rejected"]) in parse_prompt(r["prompt"]) for r in distractors)
     assert all(int(r["rejected"]) > int(gold_answer(r["prompt"])) for r in overshoots)
 
@@ -131,6 +131,7 @@ def test_pairs_prefer_the_correct_clean_answer_with_distractor_negatives():
 def test_corpus_teaches_the_format_but_never_the_task():
     records = corpus_records([], 0, SETTINGS)
     assert len(records) == SETTINGS.num_corpus
+    assert len({r["prompt"] for r in records}) == len(records)
     ops = {r["prompt"].split()[1] for r in records}
     assert ops == set(CORPUS_OPS)
     for r in records:
