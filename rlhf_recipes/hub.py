@@ -28,6 +28,7 @@ STAGES = {
 STAGE_PART = {"sft": 0, "reward": 1, "ppo": 2}
 CARD_NAME = "README.md"
 TRAIN_RESULTS_FILE = "train_results.json"  # written by HF `Trainer.save_metrics("train", ...)`
+DATA_FILE_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow"}
 UPLOAD_IGNORE = ["checkpoint-*", ".tmp-*", "latest", "runs/*", "_*"]
 
 COMMON_KEYS = (
@@ -121,19 +122,17 @@ def _rm_eval_section(output_dir: Path) -> list[str]:
     if report is None:
         return []
     lines = ["## Reward-model evaluation (held-out pairs)", ""]
-    lines += _table(
-        ("pairs", "accuracy (chosen > rejected)", "mean margin", "mean score good (chosen)", "mean score bad (rejected)"),
-        [(report["num_pairs"], report["accuracy"], report["mean_margin"], report["chosen_mean"], report["rejected_mean"])],
-    )
+    header = ("pairs", "accuracy (chosen > rejected)", "mean margin", "mean score good (chosen)",
+              "mean score bad (rejected)")
+    keys = ("num_pairs", "accuracy", "mean_margin", "chosen_mean", "rejected_mean")
+    lines += _table(header, [tuple(report[key] for key in keys)])
     examples = report.get("pairs", [])[:3]
     if examples:
         lines += ["", "Examples:", ""]
         lines += _table(
             ("prompt", "good (chosen)", "score", "bad (rejected)", "score"),
-            [
-                (_short(p["prompt"]), _short(p["chosen"]), p["chosen_score"], _short(p["rejected"]), p["rejected_score"])
-                for p in examples
-            ],
+            [(_short(p["prompt"]), _short(p["chosen"]), p["chosen_score"], _short(p["rejected"]),
+              p["rejected_score"]) for p in examples],
         )
     return lines + [""]
 
@@ -147,7 +146,8 @@ def _ppo_section(output_dir: Path) -> list[str]:
     first, last = records[0], records[-1]
     rows = [(key, first[key], last[key]) for key in PPO_METRICS if key in first and key in last]
     lines = ["## PPO metrics", "", f"{len(records)} logged updates (last step {last.get('step')}).", ""]
-    return lines + _table(("metric", f"first update (step {first.get('step')})", f"last update (step {last.get('step')})"), rows) + [""]
+    header = ("metric", f"first update (step {first.get('step')})", f"last update (step {last.get('step')})")
+    return lines + _table(header, rows) + [""]
 
 
 def _training_section(output_dir: Path) -> list[str]:
@@ -158,13 +158,15 @@ def _training_section(output_dir: Path) -> list[str]:
 
 
 def _is_hub_id(name: str) -> bool:
-    """`name` or `org/name` with no file extension that is not an existing local path."""
-    return not os.path.exists(name) and name.count("/") <= 1 and not name.startswith((".", "/", "~")) and "." not in Path(name).name
+    """`name` or `org/name` that is neither an existing local path nor a data file name."""
+    local = os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1
+    return not local and Path(name).suffix not in DATA_FILE_SUFFIXES
 
 
 def _metadata(info: CardInfo) -> dict:
     tags = ["rlhf-recipes", "rlhf", "trl", info.stage]
-    metadata = {"base_model": info.base_model, "library_name": "peft" if info.uses_peft else "transformers", "tags": tags}
+    library = "peft" if info.uses_peft else "transformers"
+    metadata = {"base_model": info.base_model, "library_name": library, "tags": tags}
     hub_datasets = [name for name in info.datasets if _is_hub_id(name)]
     if hub_datasets:
         metadata["datasets"] = hub_datasets
@@ -182,7 +184,8 @@ def build_model_card(output_dir: str, info: CardInfo, repo_id: str | None = None
     title = repo_id or out.name
     lines = ["---", yaml.safe_dump(_metadata(info), sort_keys=False, allow_unicode=True).strip(), "---", ""]
     lines += [f"# {title}", "", f"Trained with rlhf-recipes: InstructGPT {STAGES[info.stage]}.", ""]
-    lines += ["## Models", "", f"- Base model: `{info.base_model}`" + (" (LoRA adapter trained on it)" if info.uses_peft else "")]
+    adapter = " (LoRA adapter trained on it)" if info.uses_peft else ""
+    lines += ["## Models", "", f"- Base model: `{info.base_model}`{adapter}"]
     lines += [f"- {role.capitalize()}: `{path}`" for role, path in info.related_models.items() if path]
     lines += ["", "## Data", ""]
     for name, fraction in info.datasets.items():
@@ -206,7 +209,8 @@ def build_model_card(output_dir: str, info: CardInfo, repo_id: str | None = None
     module = "peft" if info.uses_peft else "transformers"
     lines += [
         "## Use", "", "```python", f"from {module} import {load_class}", "from transformers import AutoTokenizer", "",
-        f'model = {load_class}.from_pretrained("{title}")', f'tokenizer = AutoTokenizer.from_pretrained("{title}")', "```", "",
+        f'model = {load_class}.from_pretrained("{title}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{title}")', "```", "",
     ]
     return "\n".join(lines)
 
@@ -276,7 +280,9 @@ def _hyperparameters(stage: str, model_args, training_args) -> dict:
     return params
 
 
-def card_info_from_args(stage: str, model_args, data_args, training_args, argv: Sequence[str] | None = None) -> CardInfo:
+def card_info_from_args(
+    stage: str, model_args, data_args, training_args, argv: Sequence[str] | None = None
+) -> CardInfo:
     """A `CardInfo` from a stage's parsed arguments; `argv` (default `sys.argv[1:]`) gives the command."""
     datasets = {data_args.dataset_name: None} if data_args.dataset_name else dict(data_args.dataset_mixer or {})
     related = {}
