@@ -60,12 +60,14 @@ def test_pairs_have_the_demonstration_as_chosen_and_the_model_answer_as_rejected
         assert question["role"] == "user" and question["content"] in alpaca_rows
         assert row["chosen"] == [{"role": "assistant", "content": alpaca_rows[question["content"]]}]
         [rejected] = row["rejected"]
-        assert rejected["role"] == "assistant" and rejected["content"] and rejected["content"] != row["chosen"][0]["content"]
+        assert rejected["role"] == "assistant" and rejected["content"]
+        assert rejected["content"] != row["chosen"][0]["content"]
     assert rows[0]["prompt"][0]["content"] in text  # Chinese written as text, not \u escapes
 
 
 def test_pairs_feed_the_reward_stage(pairs_file):
-    splits = load_stage_dataset(DataArguments(dataset_name=str(pairs_file), data_split="0,1,0", eval_split_size=0), "reward")
+    args = DataArguments(dataset_name=str(pairs_file), data_split="0,1,0", eval_split_size=0)
+    splits = load_stage_dataset(args, "reward")
     assert len(splits["train"]) == 5
     assert set(splits["train"].column_names) == {"prompt", "chosen", "rejected"}
 
@@ -75,7 +77,8 @@ def test_pairs_come_from_the_requested_part_disjoint_from_sft(pairs_file, shared
         DataArguments(dataset_name=str(shared_data / ALPACA_ZH), data_split="2,2,1", eval_split_size=0), "sft"
     )
     sft_prompts = set(sft["train"]["prompt"])
-    pair_prompts = {json.loads(line)["prompt"][0]["content"] for line in pairs_file.read_text(encoding="utf-8").splitlines()}
+    lines = pairs_file.read_text(encoding="utf-8").splitlines()
+    pair_prompts = {json.loads(line)["prompt"][0]["content"] for line in lines}
     assert pair_prompts and not pair_prompts & sft_prompts
 
 
@@ -132,5 +135,6 @@ def test_no_data_is_refused(tiny_dir, tmp_path):
 def test_prompt_plus_answer_beyond_the_model_positions_is_refused(tiny_dir, shared_data, tmp_path):
     args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(shared_data / ALPACA_ZH),
                               output=str(tmp_path / "o.jsonl"), max_prompt_length=500, max_new_tokens=100)
-    with pytest.raises(ConfigError, match=r"max_prompt_length \(500\) \+ max_new_tokens \(100\) exceed .* 512 positions"):
+    message = r"max_prompt_length \(500\) \+ max_new_tokens \(100\) exceed .* 512 positions"
+    with pytest.raises(ConfigError, match=message):
         make_pairs(args)

@@ -94,7 +94,8 @@ def test_sft_reward_and_ppo_with_the_ddp_config(tmp_path):
 
 
 def test_sft_and_reward_with_the_deepspeed_zero2_config(tmp_path):
-    records = _launch("deepspeed_zero2.yaml", [_sft(tmp_path / "sft"), _reward(tmp_path / "reward")], tmp_path / "probe")
+    stages = [_sft(tmp_path / "sft"), _reward(tmp_path / "reward")]
+    records = _launch("deepspeed_zero2.yaml", stages, tmp_path / "probe")
 
     for rank in records["sft"] + records["reward"]:
         assert (rank["distributed_type"], rank["engine"], rank["zero_stage"]) == ("DEEPSPEED", "DeepSpeedEngine", 2)
