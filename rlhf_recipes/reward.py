@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
+from . import hub
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
 from .parsing import ConfigError, parse_args
@@ -144,3 +145,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         [ModelArguments, DataArguments, RewardConfig, RewardScriptArguments], argv
     )
     run_reward(model_args, data_args, training_args, script_args)
+    hub.finish_and_push("reward", model_args, data_args, training_args, argv)

@@ -13,6 +13,7 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig
 
+from . import hub
 from .data import DataArguments, load_stage_dataset
 from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
 from .parsing import parse_args
@@ -64,3 +65,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`rlhf-recipes sft --config recipes/<model>/sft.yaml [--field value ...]`."""
     model_args, data_args, training_args = parse_args([ModelArguments, DataArguments, SFTConfig], argv)
     run_sft(model_args, data_args, training_args)
+    hub.finish_and_push("sft", model_args, data_args, training_args, argv)

@@ -10,6 +10,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from trl import RewardConfig, SFTConfig
 
+from rlhf_recipes import reward, sft
 from rlhf_recipes.data import DataArguments
 from rlhf_recipes.hub import CARD_NAME, CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
@@ -192,3 +193,24 @@ def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hu
     card = (output_dir / CARD_NAME).read_text(encoding="utf-8")
     assert "## PPO metrics" in card and "| kl_coef | 0.1 |" in card and "| ptx_coef | 0 |" in card
     assert "rlhf-recipes ppo --config recipes/opt-1.3b/ppo.yaml" in card and "--hub_model_id me/opt-ppo" in card
+
+
+def test_sft_then_reward_with_push_to_hub_upload_each_model_and_card(tmp_path, hub_calls, monkeypatch, one_torch_thread):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Q{i}:", "chosen": f" yes {i}", "rejected": f" no {i}"} for i in range(16)]
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    common = [
+        "--dataset_name", str(pairs), "--data_split", "1,1,0", "--eval_split_size", "2", "--max_length", "64",
+        "--max_steps", "1",
+        "--per_device_train_batch_size", "2", "--save_strategy", "no", "--eval_strategy", "no",
+        "--report_to", "none", "--push_to_hub", "true",
+    ]
+    sft_dir, reward_dir = tmp_path / "sft", tmp_path / "reward"
+    sft.main(["--model_name_or_path", "tiny:opt", "--output_dir", str(sft_dir), "--hub_model_id", "me/sft", *common])
+    reward.main(["--model_name_or_path", str(sft_dir), "--output_dir", str(reward_dir), "--hub_model_id", "me/rm", *common])
+
+    sft_upload, reward_upload = hub_calls["upload_folder"]
+    assert sft_upload["repo_id"] == "me/sft" and reward_upload["repo_id"] == "me/rm"
+    assert {"model.safetensors", "config.json", "tokenizer.json", CARD_NAME} <= set(sft_upload["files"])
+    assert {"model.safetensors", "config.json", EVAL_REPORT_NAME, CARD_NAME} <= set(reward_upload["files"])
+    assert "rlhf-recipes reward --model_name_or_path" in (reward_dir / CARD_NAME).read_text(encoding="utf-8")
