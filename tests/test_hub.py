@@ -5,7 +5,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from trl import RewardConfig, SFTConfig
@@ -167,16 +166,8 @@ def test_missing_folder_is_refused(tmp_path):
         push_to_hub(str(tmp_path / "missing"), "me/model")
 
 
-@pytest.fixture
-def one_torch_thread():
-    """A tiny model on a busy 2-core machine trains far faster with one intra-op thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hub_calls, monkeypatch, one_torch_thread):
+def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hub_calls, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     output_dir = tmp_path / "ppo"
     ppo_run.main([
@@ -195,7 +186,7 @@ def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hu
     assert "rlhf-recipes ppo --config recipes/opt-1.3b/ppo.yaml" in card and "--hub_model_id me/opt-ppo" in card
 
 
-def test_sft_then_reward_with_push_to_hub_upload_each_model_and_card(tmp_path, hub_calls, monkeypatch, one_torch_thread):
+def test_sft_then_reward_with_push_to_hub_upload_each_model_and_card(tmp_path, hub_calls, monkeypatch):
     pairs = tmp_path / "pairs.jsonl"
     rows = [{"prompt": f"Q{i}:", "chosen": f" yes {i}", "rejected": f" no {i}"} for i in range(16)]
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from rlhf_recipes.cli import main as cli_main
 from rlhf_recipes.data import DataArguments, DataError, load_stage_dataset
@@ -13,14 +12,6 @@ from rlhf_recipes.parsing import ConfigError
 
 ALPACA_ZH = "llamafactory_alpaca_zh_demo.json"
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Generation with a tiny model: one intra-op thread, far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

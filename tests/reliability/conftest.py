@@ -7,10 +7,6 @@ import torch
 
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
 
-# One intra-op thread in this process and in the subprocesses: no oversubscription of the 2-core
-# box, and the same summation order everywhere, so resumed and uninterrupted runs can be compared.
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, str]:
