@@ -3,8 +3,8 @@
 Usage: _ours_worker.py SPEC_JSON OUT_JSON
 Same workload and settings as `_trl111_worker.py`. Settings where our defaults differ from
 TRL 1.11's are set to TRL's behaviour: no stop token, no reward clipping, no sample tables.
-Our own defaults stay where TRL has no equivalent (gradient clipping at max_grad_norm=1.0,
-which TRL 1.11 ignores).
+Gradient clipping, which TRL 1.11 skips whatever its max_grad_norm says, is the spec's
+`max_grad_norm` (ppo_vs_trl.py --ours-max-grad-norm; 0 = no clipping, like TRL).
 """
 
 import json
@@ -50,6 +50,7 @@ def main(spec_path: str, out_path: str) -> None:
             vf_coef=spec["vf_coef"],
             gamma=spec["gamma"],
             lam=spec["lam"],
+            max_grad_norm=spec["max_grad_norm"],
             stop_token=None,
             missing_eos_penalty=None,
             reward_clip=None,

@@ -25,8 +25,8 @@ How
   the CPU time is the contention-robust figure), and each repeat's median wall time. Ratios
   are ours / TRL; the goal is ours <= 0.6 x trl_gc_neutralised.
 
-Usage: python benchmarks/ppo_vs_trl.py [--configs tiny medium] [--repeats 3]
-Writes benchmarks/results/ppo_vs_trl.json and ppo_vs_trl.md.
+Usage: python benchmarks/ppo_vs_trl.py [--configs tiny medium] [--repeats 3] [--ours-max-grad-norm 1.0] [--tag X]
+Writes benchmarks/results/ppo_vs_trl<tag>.json and ppo_vs_trl<tag>.md.
 """
 
 import argparse
@@ -142,7 +142,9 @@ def summarise(runs: list[dict], warmup: int, tokens_per_update: int) -> dict:
     }
 
 
-def benchmark_config(name: str, config: dict, variants: list[str], repeats: int, threads: int) -> dict:
+def benchmark_config(
+    name: str, config: dict, variants: list[str], repeats: int, threads: int, max_grad_norm: float
+) -> dict:
     print(f"== {name}: {config}", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"ppo-bench-{name}-") as tmp:
         scratch = Path(tmp)
@@ -158,6 +160,7 @@ def benchmark_config(name: str, config: dict, variants: list[str], repeats: int,
                     updates=config["updates"],
                     seed=repeat,
                     threads=threads,
+                    max_grad_norm=max_grad_norm,
                 )
                 result = run_variant(variant, spec, scratch)
                 runs[variant].append(result)
@@ -213,7 +216,8 @@ def markdown(results: dict) -> str:
         f"TRL side: trl {env['trl_venv']['trl']}, transformers {env['trl_venv']['transformers']}",
         "",
         f"PPO settings (both): {json.dumps(PPO_SETTINGS)}; no stop token; {results['repeats']} repeats "
-        "(seed = repeat), variant order rotated.",
+        f"(seed = repeat), variant order rotated; our gradient clipping max_grad_norm="
+        f"{results['ours_max_grad_norm'] or 'off'} (TRL 1.11 never clips).",
         "",
         "| config | variant | wall s/update (median) | per-repeat medians | CPU s/update | generate s/update | "
         "tokens/s (wall) | final reward (last 10) | ours / this (wall; CPU) |",
@@ -251,7 +255,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(WORKERS), choices=list(WORKERS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (the box is shared)")
+    parser.add_argument("--ours-max-grad-norm", type=float, default=1.0,
+                        help="our gradient clipping (TRL 1.11 never clips); 0 disables it")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--tag", default="", help="suffix of the result files, e.g. _noclip")
     args = parser.parse_args()
     if not TRL_PYTHON.exists() and any(v.startswith("trl") for v in args.variants):
         sys.exit(f"{TRL_PYTHON} missing: run `bash benchmarks/setup_trl111.sh` first.")
@@ -259,15 +266,17 @@ def main() -> None:
         "environment": environment(),
         "threads": args.threads,
         "repeats": args.repeats,
+        "ours_max_grad_norm": args.ours_max_grad_norm,
         "ppo_settings": PPO_SETTINGS,
         "configs": {
-            name: benchmark_config(name, CONFIGS[name], args.variants, args.repeats, args.threads)
+            name: benchmark_config(name, CONFIGS[name], args.variants, args.repeats, args.threads,
+                                   args.ours_max_grad_norm)
             for name in args.configs
         },
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "ppo_vs_trl.json").write_text(json.dumps(results, indent=1))
-    (args.results_dir / "ppo_vs_trl.md").write_text(markdown(results))
+    (args.results_dir / f"ppo_vs_trl{args.tag}.json").write_text(json.dumps(results, indent=1))
+    (args.results_dir / f"ppo_vs_trl{args.tag}.md").write_text(markdown(results))
     print(markdown(results))
 
 
