@@ -51,7 +51,7 @@ DEMO_PIPELINE = {
                      "save_strategy": "no", "eval_split_size": 0},
         "sft": {**_COMMON, "num_train_epochs": 5, "learning_rate": 2.0e-3, "max_length": 32,
                 "eval_split_size": 0.05, "eval_strategy": "epoch", "save_strategy": "steps", "save_steps": 30},
-        "reward": {**_COMMON, "num_train_epochs": 2, "learning_rate": 2.0e-3, "max_length": 32,
+        "reward": {**_COMMON, "num_train_epochs": 3, "learning_rate": 1.0e-3, "max_length": 32,
                    "eval_split_size": 0.05, "eval_strategy": "epoch", "save_strategy": "no"},
         "ppo": {
             "max_steps": 60,
