@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,9 +96,12 @@ def run_job(stage: str, side: str, data_file: str, output_dir: str, max_steps: i
 
 
 def run_child(stage: str, side: str, data_file: Path, max_steps: int, threads: int) -> dict:
+    """One job in a fresh process, on a fresh copy of the data file (so `datasets`' cache of an
+    earlier repetition cannot serve the raw side: every run reads its data like a first run)."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, __file__, "--child", stage, side, str(data_file), str(Path(tmp) / "run"), str(out),
+        out, data_copy = Path(tmp) / "result.json", Path(tmp) / data_file.name
+        shutil.copyfile(data_file, data_copy)
+        cmd = [sys.executable, __file__, "--child", stage, side, str(data_copy), str(Path(tmp) / "run"), str(out),
                "--max-steps", str(max_steps)]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
