@@ -2,7 +2,8 @@
 
 What is measured (on this CPU, one subprocess per variant)
 - One PPO step of rlhf_recipes.ppo.PPOTrainer at batch 2, prompt 256 + response 256 tokens
-  (256 new tokens forced with min_new_tokens and no stop token), bf16 weights, random init
+  (no stop token, so every response runs to 256 tokens; the logged response length is
+  reported to prove it), bf16 weights, random init
   from the published facebook/opt-1.3b and facebook/opt-350m configs (no download).
 - `lora`: actor with LoRA (reference = the same model with the adapter disabled), critic
   OPT-350m with LoRA (+ its trainable score head), reward model OPT-350m frozen.
@@ -217,7 +218,6 @@ def build_ppo_step(variant: str, output_dir: str, device: str = "cpu", sizes: di
         reward_model=reward, train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA) if lora else None,
     )
-    trainer.generation_config.min_new_tokens = RESPONSE  # no early EOS: exactly 256 new tokens
     return trainer, params
 
 

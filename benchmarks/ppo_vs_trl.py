@@ -5,7 +5,8 @@ What is measured
   epochs and minibatches + logging), timed as the gap between consecutive `on_step_end`
   callbacks; the first `warmup` updates of every run are excluded.
 - Generated tokens/s = batch x response_length / seconds per update (end-to-end throughput),
-  and the seconds spent inside `policy.generate` per update.
+  and the seconds spent inside `policy.generate` per update ("-" where a trainer samples
+  without `generate`, as ours does with its own KV-cache sampler).
 - The reward curve: the mean reward of each update's rollout batch, from each trainer's log.
 
 How
@@ -229,12 +230,13 @@ def markdown(results: dict) -> str:
                  f"resp {cfg['response_length']}, {cfg['updates'] - cfg['warmup']} timed + {cfg['warmup']} warm-up)")
         for variant, s in res["variants"].items():
             ratio = res["ours_over"].get(variant)
+            generate = f"{s['generate_seconds_per_update']:.3f}" if s["generate_seconds_per_update"] else "-"
             ratio_text = "" if ratio is None else (
                 f"{ratio['seconds_per_update']:.2f}x; {ratio['cpu_seconds_per_update']:.2f}x")
             lines.append(
                 f"| {label} | {variant} | {s['seconds_per_update']:.3f} | "
                 f"{', '.join(f'{x:.3f}' for x in s['seconds_per_update_per_repeat'])} | "
-                f"{s['cpu_seconds_per_update']:.3f} | {s['generate_seconds_per_update']:.3f} | "
+                f"{s['cpu_seconds_per_update']:.3f} | {generate} | "
                 f"{s['tokens_per_second']:.0f} | {s['final_reward']:.2f} | "
                 f"{ratio_text} |"
             )
