@@ -7,7 +7,6 @@ import pytest
 from rlhf_recipes.cli import main as cli_main
 from rlhf_recipes.data import DataArguments, DataError, load_stage_dataset
 from rlhf_recipes.data.make_pairs import MakePairsArguments, make_pairs
-from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
 from rlhf_recipes.parsing import ConfigError
 
 ALPACA_ZH = "llamafactory_alpaca_zh_demo.json"
@@ -15,14 +14,9 @@ ALPACA_ZH = "llamafactory_alpaca_zh_demo.json"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
+def tiny_dir(tmp_path_factory, save_tiny_model) -> str:
     """A random-init tiny Qwen2 causal LM saved with its byte-level tokenizer: the 'weaker model'."""
-    path = tmp_path_factory.mktemp("weak_model")
-    args = ModelArguments(model_name_or_path="tiny:qwen2")
-    tokenizer = load_tokenizer(args)
-    load_model(args, tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("weak_model"), family="qwen2")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import pytest
 
-from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
 
 _FAST = dict(
     use_cpu=True,
@@ -18,14 +17,9 @@ _FAST = dict(
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> str:
+def tiny_base(tmp_path_factory, save_tiny_model) -> str:
     """A random-init tiny OPT causal LM + tokenizer saved to disk, as an SFT output would be."""
-    path = tmp_path_factory.mktemp("tiny_base")
-    args = ModelArguments(model_name_or_path="tiny:opt")
-    tokenizer = load_tokenizer(args)
-    load_model(args, tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_base"))
 
 
 @pytest.fixture(scope="session")
