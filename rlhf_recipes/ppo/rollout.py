@@ -5,13 +5,13 @@ Every no-grad pass runs in chunks of `chunk_size` rows. Sequences are laid out a
 prompt padding and the response mask, never from the pad id (pad is often EOS).
 """
 
-import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .losses import logprobs_from_logits
+from .sampling import SamplingConfig, forward_accepts, position_ids_from, sample
 
 
 def is_conversational(prompt) -> bool:
@@ -64,14 +64,8 @@ def stop_mask(responses: torch.Tensor, stop_token_ids: list[int]) -> tuple[torch
     return (positions.unsqueeze(0) <= first_stop.unsqueeze(1)).long(), has_stop
 
 
-def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2, ... over real tokens (left padding gets 0), as generation computes them."""
-    return (attention_mask.cumsum(1) - 1).clamp(min=0)
-
-
 def supports_logits_to_keep(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return forward_accepts(model, "logits_to_keep")
 
 
 def response_logits(model, input_ids, attention_mask, num_response_tokens: int, keep_only: bool) -> torch.Tensor:
@@ -116,45 +110,34 @@ class ValueModel(torch.nn.Module):
         return self.model.score(hidden).squeeze(-1)
 
 
-def generation_config(args, tokenizer: PreTrainedTokenizerBase, stop_token_ids: list[int]) -> GenerationConfig:
-    """A fresh sampling config, so settings saved with the model (repetition penalty...) do not leak in."""
-    return GenerationConfig(
+def sampling_config(args, tokenizer: PreTrainedTokenizerBase, stop_token_ids: list[int]) -> SamplingConfig:
+    """The rollout's sampling settings; nothing saved with the model (repetition penalty...) leaks in."""
+    return SamplingConfig(
         max_new_tokens=args.response_length,
-        do_sample=True,
+        pad_token_id=tokenizer.pad_token_id,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        eos_token_id=stop_token_ids or None,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
+        stop_token_ids=tuple(stop_token_ids),
     )
 
 
-@torch.no_grad()
-def generate(model, input_ids, attention_mask, config: GenerationConfig, chunk_size: int) -> torch.Tensor:
-    """Sampled responses, B x response_length, padded with the pad id after a row ends."""
-    width = config.max_new_tokens
-    out = torch.full((input_ids.shape[0], width), config.pad_token_id, dtype=torch.long, device=input_ids.device)
-    for start in range(0, input_ids.shape[0], chunk_size):
-        rows = slice(start, start + chunk_size)
-        sequences = model.generate(
-            input_ids=input_ids[rows], attention_mask=attention_mask[rows], generation_config=config
-        )
-        responses = sequences[:, input_ids.shape[1] :]
-        out[rows, : responses.shape[1]] = responses
-    return out
-
-
 def sample_responses(
-    policy, prompt_ids, prompt_mask, config: GenerationConfig, stop_token_ids: list[int], chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(responses, response_mask, has_stop): generated, cut after the first stop token (the rest
-    becomes pad) and trimmed to the longest response."""
-    responses = generate(policy, prompt_ids, prompt_mask, config, chunk_size)
-    response_mask, has_stop = stop_mask(responses, stop_token_ids)
+    policy, prompt_ids, prompt_mask, config: SamplingConfig, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(responses, response_mask, has_stop, logprobs): sampled in row chunks, cut after the first
+    stop token (the rest becomes pad) and trimmed to the longest response. `logprobs` are those of
+    the sampled tokens under softmax(logits / temperature)."""
+    chunks = [
+        sample(policy, prompt_ids[i : i + chunk_size], prompt_mask[i : i + chunk_size], config)
+        for i in range(0, prompt_ids.shape[0], chunk_size)
+    ]
+    responses, logprobs = (torch.cat(parts) for parts in zip(*chunks, strict=True))
+    response_mask, has_stop = stop_mask(responses, list(config.stop_token_ids))
     width = int(response_mask.sum(1).max())
     response_mask = response_mask[:, :width]
-    return responses[:, :width].masked_fill(response_mask == 0, config.pad_token_id), response_mask, has_stop
+    responses = responses[:, :width].masked_fill(response_mask == 0, config.pad_token_id)
+    return responses, response_mask, has_stop, logprobs[:, :width]
 
 
 @dataclass
@@ -185,13 +168,13 @@ class Rollout:
         return self.prompt_ids.shape[1] + self.response_mask.sum(1) - 1
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def chunked(fn, chunk_size: int, *tensors: torch.Tensor) -> torch.Tensor:
     """fn over row chunks of the tensors, concatenated."""
     return torch.cat([fn(*(t[i : i + chunk_size] for t in tensors)) for i in range(0, tensors[0].shape[0], chunk_size)])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def collect_rollout(
     indices: list[int],
     prompt_ids: torch.Tensor,
@@ -200,37 +183,29 @@ def collect_rollout(
     ref_policy,
     ref_context,
     critic: ValueModel,
-    config: GenerationConfig,
-    stop_token_ids: list[int],
-    temperature: float,
+    config: SamplingConfig,
     chunk_size: int,
 ) -> Rollout:
-    """Sample responses with the KV cache, mask everything after the first stop token, then one
-    forward pass each for policy and reference logprobs (logits / temperature, the distribution
-    that was sampled) and for the critic's values V(s_t) = head output at the token before t.
+    """Sample responses with the KV cache (which also gives the policy's logprobs, log softmax of
+    logits / temperature at the sampled tokens), mask everything after the first stop token, then
+    one forward pass each for the reference logprobs (same temperature) and for the critic's values
+    V(s_t) = head output at the token before t.
 
     `ref_context()` is entered around the reference pass; with LoRA it disables the adapter of
     `ref_policy`, which is then the policy itself.
     """
-    responses, response_mask, has_stop = sample_responses(
-        policy, prompt_ids, prompt_mask, config, stop_token_ids, chunk_size
-    )
+    responses, response_mask, has_stop, logprobs = sample_responses(policy, prompt_ids, prompt_mask, config, chunk_size)
     width = responses.shape[1]
     input_ids = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    keep_only = supports_logits_to_keep(ref_policy)
 
-    def logprobs_of(model):
-        keep_only = supports_logits_to_keep(model)
+    def ref_logprobs_of(ids, mask, targets):
+        logits = response_logits(ref_policy, ids, mask, width, keep_only).float() / config.temperature
+        return logprobs_from_logits(logits, targets)
 
-        def fn(ids, mask, targets):
-            logits = response_logits(model, ids, mask, width, keep_only) / temperature
-            return logprobs_from_logits(logits.float(), targets)
-
-        return chunked(fn, chunk_size, input_ids, attention_mask, responses)
-
-    logprobs = logprobs_of(policy)
     with ref_context():
-        ref_logprobs = logprobs_of(ref_policy)
+        ref_logprobs = chunked(ref_logprobs_of, chunk_size, input_ids, attention_mask, responses)
     values = chunked(
         lambda ids, mask: critic(ids, mask)[:, -width - 1 : -1].float(), chunk_size, input_ids, attention_mask
     )

@@ -13,11 +13,12 @@ import shutil
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerControl, TrainerState, get_scheduler
@@ -34,8 +35,8 @@ from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallb
 from .config import PPOConfig
 from .losses import entropy_from_logits, gae, kl_penalty, logprobs_from_logits, masked_mean, masked_whiten
 from .losses import policy_loss, token_rewards, value_loss
-from .rollout import Rollout, ValueModel, collect_rollout, generation_config, left_pad, response_logits
-from .rollout import sample_responses, supports_logits_to_keep, tokenize_prompts
+from .rollout import Rollout, ValueModel, collect_rollout, left_pad, response_logits, sample_responses
+from .rollout import sampling_config, supports_logits_to_keep, tokenize_prompts
 
 LOG_FILE = "ppo_log.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -59,9 +60,15 @@ class PPOTrainerState(TrainerState):
 
 
 def _disable_dropout(model) -> None:
+    """p = 0 in every nn.Dropout, and 0 for the rates some architectures (OPT: dropout,
+    attention_dropout, layerdrop) keep as float attributes for functional dropout: left on, they
+    make the training forward differ from the rollout's and the first PPO ratio differ from 1."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        for name, value in vars(module).items():
+            if isinstance(value, float) and ("dropout" in name or name == "layerdrop"):
+                setattr(module, name, 0.0)
 
 
 def _finite(value: float) -> float | None:
@@ -139,7 +146,7 @@ class PPOTrainer:
         args.check_model_positions(getattr(policy.config, "max_position_embeddings", None))
 
         self.stop_token_ids = self._stop_token_ids(args, processing_class)
-        self.generation_config = generation_config(args, processing_class, self.stop_token_ids)
+        self.sampling_config = sampling_config(args, processing_class, self.stop_token_ids)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.prompts = list(train_dataset["prompt"])
         self.prompt_ids, truncated = tokenize_prompts(self.prompts, processing_class, args.max_prompt_length)
@@ -162,6 +169,13 @@ class PPOTrainer:
         # unwrapped once: accelerate's unwrap_model re-reads package metadata on every call (~7 ms)
         self._modules = {"actor": acc.unwrap_model(self.actor), "critic": acc.unwrap_model(self.critic)}
         self._trainable = {name: [p for p in m.parameters() if p.requires_grad] for name, m in self._modules.items()}
+        # accelerate's optimizer wrapper only forwards step/zero_grad unless it scales fp16 losses or
+        # serves DeepSpeed/FSDP/XLA; its per-call checks cost ~7 ms per tiny update, so skip it then
+        self._direct_optimizers = acc.scaler is None and acc.distributed_type in (
+            DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU
+        )
+        wrapped = (self.actor_optimizer, self.critic_optimizer)
+        self._optimizers = [o.optimizer for o in wrapped] if self._direct_optimizers else list(wrapped)
         if self.ref_model is not None:
             self.ref_model = self.ref_model.to(acc.device).eval().requires_grad_(False)
         if reward_model is not None:
@@ -171,6 +185,10 @@ class PPOTrainer:
         )
         self.reward_moments = scoring.RunningMoments()
         self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False) if args.ema else None
+        if self.ema is not None:
+            live = dict(self.unwrapped_actor.named_parameters())
+            pairs = [(p, live[n].detach()) for n, p in self.ema.named_parameters() if live[n].requires_grad]
+            self._ema_pairs = tuple(list(side) for side in zip(*pairs, strict=True))
 
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, KLCallback) for cb in callbacks):
@@ -413,8 +431,7 @@ class PPOTrainer:
             ref_policy, ref_context = self.ref_model, nullcontext
         return collect_rollout(
             local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
-            self.generation_config, self.stop_token_ids, self.args.temperature,
-            self.args.local_rollout_forward_batch_size,
+            self.sampling_config, self.args.local_rollout_forward_batch_size,
         )
 
     def _flag(self, value) -> torch.Tensor:
@@ -512,21 +529,24 @@ class PPOTrainer:
         norms = [torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True) for params in self._trainable.values()]
         ok = all(torch.isfinite(norm) for norm in norms)
         if ok:
-            self.actor_optimizer.step()
-            self.critic_optimizer.step()
+            for optimizer in self._optimizers:
+                optimizer.step()
             if self.ema is not None:
                 self._update_ema()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        if self._direct_optimizers:
+            for params in self._trainable.values():
+                for param in params:
+                    param.grad = None
+        else:
+            for optimizer in self._optimizers:
+                optimizer.zero_grad(set_to_none=True)
         return ok
 
     @torch.no_grad()
     def _update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * actor, over trainable parameters (DeepSpeed-Chat)."""
-        live = dict(self.unwrapped_actor.named_parameters())
-        for name, param in self.ema.named_parameters():
-            if live[name].requires_grad:
-                param.lerp_(live[name].detach(), 1.0 - self.args.ema_decay)
+        ema, live = self._ema_pairs
+        torch._foreach_lerp_(ema, live, 1.0 - self.args.ema_decay)
 
     # ----------------------------------------------------------------------------- evaluation
 
@@ -537,18 +557,14 @@ class PPOTrainer:
         args, acc = self.args, self.accelerator
         prompts = list(self.eval_dataset["prompt"])[acc.process_index :: acc.num_processes]
         ids, _ = tokenize_prompts(prompts, self.processing_class, args.max_prompt_length)
-        config = copy.deepcopy(self.generation_config)
-        config.do_sample = False
-        config.temperature, config.top_k, config.top_p = None, None, None
+        config = replace(self.sampling_config, greedy=True)
         actor = self.unwrapped_actor.eval()
         totals = torch.zeros(3, device=acc.device)
         size = args.local_rollout_forward_batch_size
         for start in range(0, len(ids), size):
             prompt_ids, prompt_mask = left_pad(ids[start : start + size], self.processing_class.pad_token_id)
             prompt_ids, prompt_mask = prompt_ids.to(acc.device), prompt_mask.to(acc.device)
-            responses, response_mask, has_stop = sample_responses(
-                actor, prompt_ids, prompt_mask, config, self.stop_token_ids, size
-            )
+            responses, response_mask, has_stop, _ = sample_responses(actor, prompt_ids, prompt_mask, config, size)
             rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
             raw = self.scorer(rollout, prompts[start : start + size], None)
             scores = self._shape(raw, has_stop, update_stats=False)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, OPTForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, OPTForCausalLM
+from transformers import OPTForSequenceClassification
 
 from rlhf_recipes.models import build_byte_tokenizer
 from rlhf_recipes.ppo import NonFiniteError, PPOTrainer, PtxCallback
@@ -234,3 +235,28 @@ def test_reward_normalisation_uses_running_statistics_of_all_scores(tiny, tmp_pa
     assert row["objective/raw_scores"] >= 1.0 and abs(row["objective/scores"]) < 1e-5
     moments = trainer.reward_moments
     assert moments.count == 16 and moments.mean == pytest.approx(row["objective/raw_scores"])
+
+
+def test_the_first_ratio_of_an_update_is_one_with_temperature_and_top_k(tiny, tmp_path):
+    # one epoch, one minibatch: the only ratio is computed before any optimizer step, from the
+    # logprobs kept by the sampling loop (unfiltered softmax of logits / temperature)
+    args = tiny.args(tmp_path, max_steps=1, num_ppo_epochs=1, num_mini_batches=1, temperature=0.7, top_k=3)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    trainer.train()
+    row = read_log(tmp_path)[0]
+    assert abs(row["val/ratio"] - 1.0) < 1e-5 and row["policy/approxkl"] < 1e-10 and row["policy/clipfrac"] == 0.0
+
+
+def test_disable_dropout_also_zeroes_functional_dropout_rates(tiny, tmp_path):
+    torch.manual_seed(0)
+    policy = OPTForCausalLM(tiny.config(dropout=0.5, attention_dropout=0.5, layerdrop=0.5))
+    trainer = PPOTrainer(tiny.args(tmp_path), tiny.tokenizer, policy, value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    actor = trainer.unwrapped_actor.train()
+    with torch.no_grad():
+        training = [actor(input_ids=ids).logits for _ in range(2)]
+        evaluation = actor.eval()(input_ids=ids).logits
+    torch.testing.assert_close(training[0], evaluation)
+    torch.testing.assert_close(training[1], evaluation)
