@@ -526,9 +526,15 @@ class PPOTrainer:
         self.accelerator.unscale_gradients()  # fp16 loss scaling; a no-op otherwise
         # plain torch clipping on cached parameter lists: accelerate's clip_grad_norm_ walks every
         # module of every prepared model per call (~4 ms per tiny update step)
-        norms = [torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True) for params in self._trainable.values()]
+        norms = [torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+                 for params in self._trainable.values()]
         ok = all(torch.isfinite(norm) for norm in norms)
         if ok:
+            for params, norm in zip(self._trainable.values(), norms, strict=True):
+                # clip_grad_norm_ scales by min(1, max_norm / (norm + 1e-6)): skip the pass over the
+                # gradients when that factor is 1
+                if norm + 1e-6 > max_norm:
+                    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
             for optimizer in self._optimizers:
                 optimizer.step()
             if self.ema is not None:

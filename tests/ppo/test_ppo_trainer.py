@@ -260,3 +260,22 @@ def test_disable_dropout_also_zeroes_functional_dropout_rates(tiny, tmp_path):
         evaluation = actor.eval()(input_ids=ids).logits
     torch.testing.assert_close(training[0], evaluation)
     torch.testing.assert_close(training[1], evaluation)
+
+
+def test_an_optimizer_step_clips_each_model_to_max_grad_norm_only_when_above_it(tiny, tmp_path):
+    # plain SGD with lr 1: each step moves the weights by exactly minus the (clipped) gradient
+    args = tiny.args(tmp_path, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=1.0)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    models = {"actor": trainer.unwrapped_actor, "critic": trainer.unwrapped_critic}
+    before = {name: [p.detach().clone() for p in model.parameters()] for name, model in models.items()}
+    for p in models["actor"].parameters():
+        p.grad = torch.full_like(p, 0.5)  # norm far above 1: scaled down to 1
+    for p in models["critic"].parameters():
+        p.grad = torch.full_like(p, 1e-4)  # norm below 1: left as is
+    assert trainer._optimizer_step()
+    moved = {name: torch.cat([(old - p.detach()).flatten() for old, p in zip(before[name], model.parameters())])
+             for name, model in models.items()}
+    assert abs(moved["actor"].norm().item() - 1.0) < 1e-4
+    torch.testing.assert_close(moved["critic"], torch.full_like(moved["critic"], 1e-4))
+    assert all(p.grad is None for model in models.values() for p in model.parameters())
