@@ -28,10 +28,11 @@ import ppo_vs_trl as bench
 
 HERE = Path(__file__).resolve().parent
 CATEGORIES = [  # (label, regex on a frame "function (file)"), first match wins
-    ("generation (policy.generate)", r"^GenerationMixin\.generate "),
+    ("generation (generate / our KV-cache sampler)",
+     r"^GenerationMixin\.generate |^sample \(rlhf_recipes/ppo/sampling\.py\)"),
     ("backward", r"^_engine_run_backward "),
-    ("optimizer step + zero_grad", r"^(AcceleratedOptimizer\.(step|zero_grad)|Optimizer\.zero_grad) "),
-    ("gradient clipping", r"clip_grad_norm_ "),
+    ("optimizer step + zero_grad", r"^Optimizer\.(profile_hook_step|zero_grad)|^AcceleratedOptimizer\.(step|zero_grad) "),
+    ("gradient clipping", r"clip_grad_norm_ |get_total_norm |clip_grads_with_norm_ "),
     ("accelerate unwrap_model", r"^Accelerator\.unwrap_model "),
     ("model forward passes (no grad and train)", r"^Module\._call_impl "),
 ]
