@@ -29,6 +29,6 @@ fi
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 "$venv/bin/pip" install --quiet "torch==$torch_version"
-"$venv/bin/pip" install --quiet "trl==$trl_version" psutil
+"$venv/bin/pip" install --quiet "trl==$trl_version"
 "$venv/bin/python" -c "import torch, transformers, trl; from trl.experimental.ppo import PPOTrainer; \
 print(f'ok: torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}')"
