@@ -1,4 +1,5 @@
-"""Atomic, rotating PPO checkpoints.
+"""What a PPO checkpoint holds beyond `rlhf_recipes.checkpointing` (staging, COMPLETE marker,
+`latest` pointer, rotation and resume rules, shared with SFT and the reward model).
 
 Layout of `output_dir/checkpoint-<step>/`: `actor/` (model or LoRA adapter, save_pretrained),
 `critic/`, `ema/` (when enabled), `optimizer_{actor,critic}.pt`, `scheduler_{actor,critic}.pt`,
@@ -11,93 +12,12 @@ replaced last. Resume only ever reads directories that carry the marker.
 import glob
 import os
 import random
-import re
-import shutil
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from ..parsing import ConfigError
-
-PREFIX = "checkpoint-"
-MARKER = "COMPLETE"
-LATEST = "latest"
-_TRUE = {"true", "yes", "1"}
-_FALSE = {"false", "no", "0", ""}
-
-
-def is_complete(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, MARKER))
-
-
-def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """(step, path) of every complete checkpoint, oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(output_dir, PREFIX + "*")):
-        match = re.fullmatch(PREFIX + r"(\d+)", os.path.basename(path))
-        if match and is_complete(path):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str) -> str | None:
-    """The newest complete checkpoint: the `latest` pointer if it names one, else the highest step."""
-    pointer = os.path.join(output_dir, LATEST)
-    if os.path.isfile(pointer):
-        with open(pointer, encoding="utf-8") as handle:
-            path = os.path.join(output_dir, handle.read().strip())
-        if is_complete(path):
-            return path
-    found = complete_checkpoints(output_dir)
-    return found[-1][1] if found else None
-
-
-def resolve_resume(value, output_dir: str) -> str | None:
-    """`resume_from_checkpoint`: None/false -> start fresh; True/"true" -> latest complete checkpoint
-    in output_dir; a path -> that checkpoint, which must be complete."""
-    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
-        return None
-    if value is True or value.strip().lower() in _TRUE:
-        path = latest_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if path is None:
-            raise ConfigError(f"resume_from_checkpoint is true but {output_dir!r} holds no complete checkpoint.")
-        return path
-    if not is_complete(value):
-        raise ConfigError(f"resume_from_checkpoint: {value!r} is not a complete PPO checkpoint (no {MARKER} marker).")
-    return value
-
-
-def temp_dir(output_dir: str, step: int) -> str:
-    return os.path.join(output_dir, f".tmp-{PREFIX}{step}")
-
-
-def commit(output_dir: str, tmp: str, step: int, save_total_limit: int | None) -> str:
-    """Mark `tmp` complete, move it to checkpoint-<step>, point `latest` at it, rotate old ones."""
-    open(os.path.join(tmp, MARKER), "w").close()
-    final = os.path.join(output_dir, f"{PREFIX}{step}")
-    if os.path.exists(final):
-        stale = final + ".replaced"
-        os.replace(final, stale)
-        os.replace(tmp, final)
-        shutil.rmtree(stale)
-    else:
-        os.replace(tmp, final)
-    pointer = os.path.join(output_dir, LATEST)
-    with open(pointer + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(os.path.basename(final))
-    os.replace(pointer + ".tmp", pointer)
-    rotate(output_dir, save_total_limit)
-    return final
-
-
-def rotate(output_dir: str, save_total_limit: int | None) -> None:
-    """Delete the oldest complete checkpoints beyond the limit; the newest always stays."""
-    if not save_total_limit:
-        return
-    found = complete_checkpoints(output_dir)
-    for _, path in found[: max(len(found) - max(save_total_limit, 1), 0)]:
-        shutil.rmtree(path)
 
 
 def save_rng_state(path: str, rank: int) -> None:

@@ -27,7 +27,7 @@ from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import TrainOutput, set_seed
 
-from .. import hub
+from .. import checkpointing, hub
 from .. import rewards as scoring
 from ..parsing import ConfigError
 from . import checkpoint
@@ -332,7 +332,7 @@ class PPOTrainer:
         (True = latest complete one in output_dir; default: `args.resume_from_checkpoint`)."""
         args = self.args
         value = args.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
-        resume = checkpoint.resolve_resume(value, args.output_dir)
+        resume = checkpointing.resolve_resume(value, args.output_dir)
         if resume is not None:
             self._load_checkpoint(resume)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
@@ -349,7 +349,7 @@ class PPOTrainer:
                     f"{self.state.nonfinite_in_a_row} updates in a row had a non-finite reward, advantage, loss or "
                     f"gradient (max_nonfinite_steps={args.max_nonfinite_steps}); stopped at step "
                     f"{self.state.global_step}. The last complete checkpoint is "
-                    f"{checkpoint.latest_checkpoint(args.output_dir)}."
+                    f"{checkpointing.latest_checkpoint(args.output_dir)}."
                 )
             if self.control.should_evaluate and self.eval_dataset is not None:
                 self.evaluate()
@@ -628,7 +628,7 @@ class PPOTrainer:
         """Every rank writes its RNG state, the main rank the rest, into a temp dir that becomes
         checkpoint-<step> only when complete (see `checkpoint`)."""
         acc, step = self.accelerator, self.state.global_step
-        tmp = checkpoint.temp_dir(self.args.output_dir, step)
+        tmp = checkpointing.staging_dir(self.args.output_dir, step)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
@@ -646,7 +646,7 @@ class PPOTrainer:
             self.state.save_to_json(os.path.join(tmp, "trainer_state.json"))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            checkpoint.commit(self.args.output_dir, tmp, step, self.args.save_total_limit)
+            checkpointing.commit(self.args.output_dir, tmp, step, self.args.save_total_limit)
         acc.wait_for_everyone()
 
     def _stateful(self) -> dict:

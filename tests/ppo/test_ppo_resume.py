@@ -9,7 +9,7 @@ import torch
 
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.ppo import PPOTrainer
-from rlhf_recipes.ppo.checkpoint import MARKER, latest_checkpoint, resolve_resume
+from rlhf_recipes.checkpointing import MARKER, latest_checkpoint, resolve_resume
 
 
 def read_log(output_dir):

@@ -14,7 +14,7 @@ from transformers import OPTForSequenceClassification
 from rlhf_recipes.models import build_byte_tokenizer
 from rlhf_recipes.ppo import NonFiniteError, PPOTrainer, PtxCallback
 from rlhf_recipes import hub
-from rlhf_recipes.ppo.checkpoint import MARKER, latest_checkpoint
+from rlhf_recipes.checkpointing import MARKER, latest_checkpoint
 from rlhf_recipes.rewards import RewardScorer
 
 
@@ -279,3 +279,25 @@ def test_an_optimizer_step_clips_each_model_to_max_grad_norm_only_when_above_it(
     assert abs(moved["actor"].norm().item() - 1.0) < 1e-4
     torch.testing.assert_close(moved["critic"], torch.full_like(moved["critic"], 1e-4))
     assert all(p.grad is None for model in models.values() for p in model.parameters())
+
+
+def test_without_a_stop_token_responses_run_to_full_length_even_past_the_models_eos(tiny, tmp_path):
+    # stop_token=None: EOS is an ordinary token, although the model's generation config names it as
+    # eos_token_id (transformers' generate would stop there and pad)
+    policy = tiny.policy()
+    with torch.no_grad():  # every final hidden state points at EOS's (tied) embedding: EOS logit 3, others ~0
+        eos = policy.get_input_embeddings().weight[tiny.tokenizer.eos_token_id]
+        policy.model.decoder.final_layer_norm.weight.zero_()
+        policy.model.decoder.final_layer_norm.bias.copy_(eos / eos.norm() ** 2 * 3)
+    seen = []
+
+    def record(prompts, completions, completion_ids, **kwargs):
+        seen.extend(completion_ids)
+        return [0.0] * len(prompts)
+
+    args = tiny.args(tmp_path, max_steps=1, stop_token=None)
+    PPOTrainer(args, tiny.tokenizer, policy, value_model=tiny.value(), reward_funcs=[record],
+               train_dataset=tiny.dataset()).train()
+    assert all(len(ids) == args.response_length for ids in seen)
+    assert sum(ids.count(tiny.tokenizer.eos_token_id) for ids in seen) > len(seen)  # EOS is sampled, often
+    assert not any(tiny.tokenizer.pad_token_id in ids for ids in seen)  # and nothing is cut or padded after it
