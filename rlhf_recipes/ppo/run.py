@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig
+from transformers import AutoConfig, set_seed
 
 from .. import hub
 from ..data import DataArguments, load_stage_dataset
@@ -127,6 +127,7 @@ def run_ppo(
         reward_tokenizer = load_tokenizer(dataclasses.replace(frozen, model_name_or_path=args.reward_model_path), trust)
         if reward_tokenizer.get_vocab() == tokenizer.get_vocab():
             reward_tokenizer = tokenizer
+    set_seed(args.seed)  # `tiny:` models are random-init: a resumed run must rebuild the same reward model
     policy = load_model(model_args, tokenizer, "causal-lm", name_or_path=policy_path, trust_remote_code=trust)
     reward_model = load_model(frozen, reward_tokenizer, "seq-cls", name_or_path=args.reward_model_path,
                               trust_remote_code=trust)

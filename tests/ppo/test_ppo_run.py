@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from rlhf_recipes.data import DataArguments
@@ -89,3 +90,27 @@ def test_tiny_recipe_trains_with_ptx_and_saves_a_loadable_policy(tmp_path):
     assert ppo_prompts.isdisjoint(trainer.callback_handler.callbacks[-1].dataset["prompt"])
     policy = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo")
     assert policy.config.model_type == "opt" and (tmp_path / "ppo" / "critic" / "config.json").is_file()
+
+
+def test_tiny_models_are_rebuilt_identically_for_the_same_seed(tmp_path, monkeypatch):
+    """A resumed run rebuilds `tiny:` reward and value models: they must equal the first run's."""
+    built = []
+
+    class Captured(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        built.append({k: v.clone() for k, v in kwargs["reward_model"].state_dict().items()})
+        raise Captured
+
+    monkeypatch.setattr(run_module, "PPOTrainer", capture)
+    rows = [{"prompt": f"Question {i}:"} for i in range(8)]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data_args = DataArguments(dataset_name=str(data), data_split="0,0,1", eval_split_size=0)
+    for seed in (1, 1, 2):
+        with pytest.raises(Captured):
+            run_module.run_ppo(ModelArguments(), data_args, ppo_config(tmp_path, seed=seed))
+    first, again, other = built
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
