@@ -9,6 +9,7 @@ result marks a row the function cannot score; it counts as non-finite.
 """
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -24,6 +25,8 @@ class RewardScorer:
     With a `reward_tokenizer` different from the policy's, prompts and responses are decoded and
     re-tokenised for the reward model (chat prompts through its chat template; a plain response
     that stopped gets the reward tokenizer's EOS, as TRL's RewardTrainer appends it in training).
+    `reward_context()` is entered around the reward model's passes: with a LoRA critic sharing the
+    reward model's weights, it disables the critic's adapter, which leaves the reward model.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class RewardScorer:
         reward_funcs: Sequence[RewardFunc] | None = None,
         reward_tokenizer: PreTrainedTokenizerBase | None = None,
         chunk_size: int = 64,
+        reward_context=nullcontext,
     ):
         if reward_model is None and not reward_funcs:
             raise ValueError("PPO needs a reward_model, reward_funcs, or both.")
@@ -41,6 +45,7 @@ class RewardScorer:
         self.reward_funcs = list(reward_funcs or [])
         self.reward_tokenizer = reward_tokenizer if reward_tokenizer is not tokenizer else None
         self.chunk_size = chunk_size
+        self.reward_context = reward_context
 
     def to(self, device) -> "RewardScorer":
         if self.reward_model is not None:
@@ -87,7 +92,8 @@ class RewardScorer:
         def score(ids_, mask_, last_):
             return self.reward_model(ids_, mask_).gather(1, last_.unsqueeze(1)).squeeze(1).float()
 
-        return chunked(score, self.chunk_size, ids, mask, last)
+        with self.reward_context():
+            return chunked(score, self.chunk_size, ids, mask, last)
 
     def _retokenize(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Chat prompts: the reward tokenizer's chat template over prompt + assistant answer. Plain

@@ -2,9 +2,10 @@
 `latest` pointer, rotation and resume rules, shared with SFT and the reward model).
 
 Layout of `output_dir/checkpoint-<step>/`: `actor/` (model or LoRA adapter, save_pretrained),
-`critic/`, `ema/` (when enabled), `optimizer_{actor,critic}.pt`, `scheduler_{actor,critic}.pt`,
-`trainer_state.json` (global step, episode, KL coefficient, reward statistics, log history),
-`rng_state_<rank>.pth`, and the `COMPLETE` marker. A checkpoint is written into
+`critic/` (model, or with `critic_use_peft` its LoRA adapter and `score` head), `ema/` (when
+enabled), `optimizer_{actor,critic}.pt`, `scheduler_{actor,critic}.pt`, `trainer_state.json`
+(global step, episode, KL coefficient, reward statistics, log history), `rng_state_<rank>.pth`,
+and the `COMPLETE` marker. A checkpoint is written into
 `.tmp-checkpoint-<step>`, marked complete, then renamed into place; the `latest` pointer file is
 replaced last. Resume only ever reads directories that carry the marker.
 """

@@ -111,6 +111,14 @@ class PPOConfig(TrainingArguments):
     vf_coef: float = field(default=0.1, metadata={"help": "Value loss weight (TRL 0.1)."})
     gamma: float = field(default=1.0, metadata={"help": "Discount (TRL, DeepSpeed-Chat 1.0)."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (TRL, DeepSpeed-Chat 0.95)."})
+    critic_use_peft: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the critic as a LoRA adapter with the same lora_* settings as the policy, its scalar head "
+            "`score` trained in full. Without value_model_path the critic is the reward model itself with the "
+            "adapter, scoring runs with the adapter disabled: one copy of the RM weights (LLaMA-Factory)."
+        },
+    )
     critic_learning_rate: float | None = field(
         default=None, metadata={"help": "Critic learning rate; defaults to learning_rate (DeepSpeed-Chat 5e-6)."}
     )

@@ -8,6 +8,7 @@ prompt padding and the response mask, never from the pad id (pad is often EOS).
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from .losses import logprobs_from_logits
@@ -85,7 +86,11 @@ def response_logits(model, input_ids, attention_mask, num_response_tokens: int, 
 class ValueModel(torch.nn.Module):
     """A sequence-classification model (reward-model class) read at every position: the scalar
     head applied to each token's last hidden state, B x T. Used for the critic (V(s_t)) and for
-    reward models (read at the last real token). Wrapping it as one module lets DDP sync it."""
+    reward models (read at the last real token). Wrapping it as one module lets DDP sync it.
+
+    The model may be a `PeftModel` (LoRA critic): its base model's backbone, with the LoRA layers
+    injected, and its `score` (a `modules_to_save` copy, or the original head with the adapter
+    disabled) are read instead of the PEFT wrapper's pooled forward."""
 
     def __init__(self, model):
         super().__init__()
@@ -97,8 +102,14 @@ class ValueModel(torch.nn.Module):
         self.model = model
 
     @property
+    def network(self):
+        """The sequence-classification model itself, inside its PEFT wrapper if there is one."""
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    @property
     def backbone(self):
-        return getattr(self.model, self.model.base_model_prefix)
+        network = self.network
+        return getattr(network, network.base_model_prefix)
 
     def forward(self, input_ids, attention_mask):
         hidden = self.backbone(
@@ -107,7 +118,9 @@ class ValueModel(torch.nn.Module):
             position_ids=position_ids_from(attention_mask),
             use_cache=False,
         )[0]
-        return self.model.score(hidden).squeeze(-1)
+        head = self.network.score
+        # a 4/16-bit backbone can feed an fp32 head (the LoRA critic's trained copy) outside autocast
+        return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
 
 def sampling_config(args, tokenizer: PreTrainedTokenizerBase, stop_token_ids: list[int]) -> SamplingConfig:

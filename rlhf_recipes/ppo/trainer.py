@@ -75,6 +75,19 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def critic_lora_config(peft_config):
+    """The policy's LoRA settings for the critic: task SEQ_CLS, with the scalar head `score` trained
+    in full (`modules_to_save`) and none of the policy's own modules_to_save (lm_head...)."""
+    config = copy.deepcopy(peft_config)
+    config.task_type = "SEQ_CLS"
+    config.modules_to_save = ["score"]
+    return config
+
+
+def _is_quantized(model) -> bool:
+    return getattr(model, "hf_quantizer", None) is not None
+
+
 class PPOTrainer:
     """PPO for language models (InstructGPT step 3), shaped like a TRL trainer.
 
@@ -88,7 +101,9 @@ class PPOTrainer:
             would be the base model, not the SFT policy: merge the SFT adapter first
             (`merge_and_unload`) and pass `peft_config` for a fresh PPO adapter, or pass `ref_model`.
         value_model: critic, an `AutoModelForSequenceClassification` (num_labels=1) reading the
-            policy's tokens. Default: a trainable copy of `reward_model` (DeepSpeed-Chat).
+            policy's tokens. Default: a trainable copy of `reward_model` (DeepSpeed-Chat), or with
+            `args.critic_use_peft` the reward model itself with a LoRA adapter, scores being read
+            with the adapter disabled (one copy of the reward model's weights, LLaMA-Factory).
         reward_model: scalar reward model, read at the last real token of prompt + response.
         reward_funcs: Python callables `(prompts, completions, **kwargs) -> list[float]`, summed
             with the reward model's score (see `rlhf_recipes.rewards`).
@@ -98,6 +113,8 @@ class PPOTrainer:
         ptx_dataset: pretraining/SFT texts; with it, a `PtxCallback(ptx_dataset, args.ptx_coef)`
             is added unless `callbacks` holds one.
         peft_config: LoRA config for the policy.
+        value_peft_config: with `args.critic_use_peft`, the critic's LoRA config (task_type
+            SEQ_CLS). Default: `critic_lora_config(peft_config)`.
         callbacks: extra `TrainerCallback`s / `PPOCallback`s. A `KLCallback` here replaces the
             default one (`AdaptiveKLCallback` with `adaptive_kl`, else `FixedKLCallback`).
         reward_processing_class: the reward model's tokenizer when it differs from the policy's.
@@ -118,9 +135,11 @@ class PPOTrainer:
         peft_config=None,
         callbacks: list | None = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
+        value_peft_config=None,
     ):
         self._check_inputs(args, processing_class, model, ref_model, value_model, reward_model, reward_funcs,
                            train_dataset, peft_config, reward_processing_class)
+        self._check_critic(args, value_model, reward_model, peft_config, value_peft_config)
         self.args = args
         self.processing_class = processing_class
         self.accelerator = Accelerator(
@@ -131,8 +150,8 @@ class PPOTrainer:
         set_seed(args.seed)
         policy = get_peft_model(model, peft_config) if peft_config is not None else model
         self.is_peft = isinstance(policy, PeftModel)
-        if value_model is None:
-            value_model = copy.deepcopy(reward_model)
+        self.shares_reward_model = args.critic_use_peft and value_model is None
+        value_model = self._critic_network(args, value_model, reward_model, peft_config, value_peft_config)
         self.ref_model = ref_model
         if ref_model is None and not self.is_peft:
             self.ref_model = copy.deepcopy(policy)
@@ -140,9 +159,10 @@ class PPOTrainer:
             if module is not None and args.disable_dropout:
                 _disable_dropout(module)
         if args.activation_checkpointing:
-            policy.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
-            if self.is_peft:
-                policy.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+            for network in (policy, value_model):
+                network.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
+                if isinstance(network, PeftModel):
+                    network.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
         args.check_model_positions(getattr(policy.config, "max_position_embeddings", None))
 
         self.stop_token_ids = self._stop_token_ids(args, processing_class)
@@ -178,10 +198,14 @@ class PPOTrainer:
         self._optimizers = [o.optimizer for o in wrapped] if self._direct_optimizers else list(wrapped)
         if self.ref_model is not None:
             self.ref_model = self.ref_model.to(acc.device).eval().requires_grad_(False)
-        if reward_model is not None:
+        reward_context = nullcontext
+        if self.shares_reward_model:  # the critic's LoRA and head stay trainable; the disabled adapter is the RM
+            reward_model, reward_context = self.unwrapped_critic.model, self.unwrapped_critic.model.disable_adapter
+        elif reward_model is not None:
             reward_model = reward_model.to(acc.device).requires_grad_(False)
         self.scorer = scoring.RewardScorer(
-            processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size
+            processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size,
+            reward_context,
         )
         self.reward_moments = scoring.RunningMoments()
         self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False) if args.ema else None
@@ -245,6 +269,44 @@ class PPOTrainer:
             )
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer needs a pad token (rlhf_recipes.models.load_tokenizer sets one).")
+
+    @staticmethod
+    def _check_critic(args, value_model, reward_model, peft_config, value_peft_config):
+        start = value_model if value_model is not None else reward_model
+        if not args.critic_use_peft:
+            if value_peft_config is not None:
+                raise ConfigError("value_peft_config was given but critic_use_peft is false: set critic_use_peft "
+                                  "for a LoRA critic, or drop value_peft_config.")
+            if _is_quantized(start):
+                raise ConfigError("The critic would be a trainable copy of a 4/8-bit model, whose quantized layers "
+                                  "cannot train: set critic_use_peft (a LoRA critic) or pass a full-precision "
+                                  "value_model.")
+            return
+        if peft_config is None and value_peft_config is None:
+            raise ConfigError("critic_use_peft needs a LoRA config: use_peft (peft_config, whose settings the critic "
+                              "copies) or value_peft_config.")
+        if value_peft_config is not None and value_peft_config.task_type != "SEQ_CLS":
+            raise ConfigError(f"value_peft_config.task_type must be SEQ_CLS (a LoRA critic trains its `score` head), "
+                              f"got {value_peft_config.task_type!r}.")
+        if isinstance(start, PeftModel):
+            raise ConfigError("The critic's model already carries a LoRA adapter: merge it (merge_and_unload) "
+                              "before critic_use_peft adds one.")
+
+    @staticmethod
+    def _critic_network(args, value_model, reward_model, peft_config, value_peft_config):
+        """The critic's sequence-classification model: `value_model`, else a trainable copy of the
+        reward model; with critic_use_peft, that model (else the reward model itself, no copy) with
+        a LoRA adapter."""
+        if not args.critic_use_peft:
+            return value_model if value_model is not None else copy.deepcopy(reward_model)
+        config = value_peft_config or critic_lora_config(peft_config)
+        critic = get_peft_model(value_model if value_model is not None else reward_model, config)
+        for param in critic.parameters():
+            if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
+                # the head's copy: Adam steps below a half-precision weight's resolution would be lost,
+                # and fp16 loss scaling refuses half-precision gradients (peft upcasts LoRA weights itself)
+                param.data = param.data.float()
+        return critic
 
     @staticmethod
     def _stop_token_ids(args, tokenizer) -> list[int]:
@@ -674,7 +736,11 @@ class PPOTrainer:
     def save_model(self, output_dir: str | None = None, merge_lora: bool = False) -> None:
         """Policy (or LoRA adapter, plus merged weights with `merge_lora`) + tokenizer in
         output_dir, the critic in output_dir/critic, the EMA actor in output_dir/ema, the trainer
-        state and a model card. Merging modifies the policy in place: call this last."""
+        state and a model card. Merging modifies the policy in place: call this last.
+
+        A LoRA critic (`critic_use_peft`) is saved as its adapter plus its `score` head; reload it on
+        the model it was trained on: `PeftModel.from_pretrained(AutoModelForSequenceClassification.
+        from_pretrained(reward_model_path, num_labels=1), output_dir / "critic")`."""
         from ..saving import save_model_and_tokenizer
 
         output_dir = output_dir or self.args.output_dir

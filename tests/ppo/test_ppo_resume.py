@@ -71,20 +71,29 @@ def test_resume_ignores_checkpoints_without_the_completion_marker(tiny, tmp_path
     assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
 
 
-def test_a_lora_run_resumes_from_its_adapter_checkpoint(tiny, tmp_path):
+@pytest.mark.parametrize("lora_critic", [False, True])
+def test_a_lora_run_resumes_from_its_adapter_checkpoint(tiny, tmp_path, lora_critic):
     from peft import LoraConfig
 
     def lora_trainer(output_dir, **overrides):
-        args = tiny.args(output_dir, lr_scheduler_type="constant", **overrides)
+        args = tiny.args(output_dir, lr_scheduler_type="constant", critic_use_peft=lora_critic, **overrides)
         lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-        return PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
-                          reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), peft_config=lora)
+        # the LoRA critic is the reward model itself with an adapter: scores depend on restoring it right
+        models = dict(reward_model=tiny.value(seed=5)) if lora_critic else dict(
+            value_model=tiny.value(), reward_funcs=[tiny.reward_yes])
+        return PPOTrainer(args, tiny.tokenizer, tiny.policy(), train_dataset=tiny.dataset(), peft_config=lora,
+                          **models)
 
     straight = lora_trainer(tmp_path / "straight", max_steps=2)
     straight.train()
     lora_trainer(tmp_path / "resumed", max_steps=1, save_strategy="steps", save_steps=1).train()
-    assert (tmp_path / "resumed" / "checkpoint-1" / "actor" / "adapter_model.safetensors").is_file()
+    for part in ["actor"] + (["critic"] if lora_critic else []):
+        assert (tmp_path / "resumed" / "checkpoint-1" / part / "adapter_model.safetensors").is_file()
     resumed = lora_trainer(tmp_path / "resumed", max_steps=2)
     resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-1"))
-    for name, weight in straight.unwrapped_actor.state_dict().items():
-        torch.testing.assert_close(resumed.unwrapped_actor.state_dict()[name], weight, rtol=0, atol=0)
+    assert read_log(tmp_path / "resumed")[-1]["objective/scores"] == read_log(tmp_path / "straight")[-1][
+        "objective/scores"]
+    for model in ("unwrapped_actor", "unwrapped_critic"):
+        weights = getattr(resumed, model).state_dict()
+        for name, weight in getattr(straight, model).state_dict().items():
+            torch.testing.assert_close(weights[name], weight, rtol=0, atol=0)
