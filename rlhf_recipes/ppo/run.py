@@ -4,7 +4,9 @@ Loads the SFT policy (`sft_model_path`, else `model_name_or_path`) and the rewar
 (`reward_model_path`) written by steps 1 and 2, the PPO prompts of the data split, optional
 PPO-ptx texts, then trains and saves. Settings that cannot work (a missing step-1/2 directory,
 a LoRA adapter where full weights are needed, prompt + response beyond the model's positions,
-a separate reference model with LoRA) fail before any model is loaded. `tiny:<family>` in
+a separate reference model with LoRA, a LoRA critic without LoRA settings) fail before any model
+is loaded. With `critic_use_peft` the reward and critic models load like the policy (4-bit with
+`load_in_4bit`: a LoRA critic trains no base weight); otherwise in full precision. `tiny:<family>` in
 either path builds a random tiny model instead (smoke tests without running steps 1 and 2).
 """
 
@@ -81,6 +83,11 @@ def check_ppo_config(model_args: ModelArguments, args: PPOConfig) -> str:
             "ref_model_path is set together with use_peft: with LoRA the reference is the base model with the adapter "
             "disabled (no second copy). Drop ref_model_path, or train without LoRA."
         )
+    if args.critic_use_peft and not model_args.use_peft:
+        raise ConfigError(
+            "critic_use_peft trains the critic with the policy's LoRA settings (lora_r, lora_target_modules...): "
+            "set use_peft: true."
+        )
     _check_model_dir("sft_model_path", policy_path)
     for name in ("reward_model_path", "value_model_path", "ref_model_path"):
         _check_model_dir(name, getattr(args, name))
@@ -100,6 +107,12 @@ def _max_positions(model_args: ModelArguments, args: PPOConfig, policy_path: str
 def _frozen_model_args(model_args: ModelArguments) -> ModelArguments:
     """Reward/critic/reference models load full-precision and without LoRA; only the policy is adapted."""
     return dataclasses.replace(model_args, use_peft=False, load_in_4bit=False, load_in_8bit=False)
+
+
+def _critic_model_args(model_args: ModelArguments, args: PPOConfig) -> ModelArguments:
+    """A LoRA critic (and the reward model it shares weights with) loads with the policy's
+    quantization; a fully trained critic in full precision."""
+    return model_args if args.critic_use_peft else _frozen_model_args(model_args)
 
 
 def run_ppo(
@@ -129,12 +142,13 @@ def run_ppo(
             reward_tokenizer = tokenizer
     set_seed(args.seed)  # `tiny:` models are random-init: a resumed run must rebuild the same reward model
     policy = load_model(model_args, tokenizer, "causal-lm", name_or_path=policy_path, trust_remote_code=trust)
-    reward_model = load_model(frozen, reward_tokenizer, "seq-cls", name_or_path=args.reward_model_path,
+    critic_args = _critic_model_args(model_args, args)
+    reward_model = load_model(critic_args, reward_tokenizer, "seq-cls", name_or_path=args.reward_model_path,
                               trust_remote_code=trust)
     value_path = args.value_model_path or (policy_path if reward_tokenizer is not tokenizer else None)
     value_model = None
     if value_path:
-        value_model = load_model(frozen, tokenizer, "seq-cls", name_or_path=value_path, trust_remote_code=trust)
+        value_model = load_model(critic_args, tokenizer, "seq-cls", name_or_path=value_path, trust_remote_code=trust)
     ref_model = (
         load_model(frozen, tokenizer, "causal-lm", name_or_path=args.ref_model_path, trust_remote_code=trust)
         if args.ref_model_path else None

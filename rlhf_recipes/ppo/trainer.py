@@ -81,6 +81,7 @@ def critic_lora_config(peft_config):
     config = copy.deepcopy(peft_config)
     config.task_type = "SEQ_CLS"
     config.modules_to_save = ["score"]
+    config.base_model_name_or_path = None  # get_peft_model names the critic's own model
     return config
 
 

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlhf_recipes.data import DataArguments
-from rlhf_recipes.models import ModelArguments
+from rlhf_recipes.models import ModelArguments, build_tiny_model, load_tokenizer
 from rlhf_recipes.parsing import ConfigError
 from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo import run as run_module
@@ -56,6 +56,44 @@ def test_separate_reference_with_lora_fails_before_loading(tmp_path, no_loading)
     args = ppo_config(tmp_path, ref_model_path="tiny:opt")
     with pytest.raises(ConfigError, match="ref_model_path is set together with use_peft"):
         run_module.run_ppo(ModelArguments(use_peft=True), DataArguments(), args)
+
+
+def test_lora_critic_without_lora_settings_fails_before_loading(tmp_path, no_loading):
+    with pytest.raises(ConfigError, match="critic_use_peft .* set use_peft: true"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), ppo_config(tmp_path, critic_use_peft=True))
+
+
+@pytest.mark.parametrize("critic_use_peft", [True, False])
+def test_a_lora_critic_loads_the_reward_model_with_the_policys_quantization(tmp_path, monkeypatch, critic_use_peft):
+    """QLoRA: the reward model that a LoRA critic shares loads in 4-bit like the policy; a fully
+    trained critic's stays in full precision."""
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path="tiny:qwen2"))
+    paths = {}
+    for task in ("causal-lm", "seq-cls"):
+        paths[task] = str(tmp_path / task)
+        build_tiny_model("tiny:qwen2", tokenizer, task).save_pretrained(paths[task])
+        tokenizer.save_pretrained(paths[task])
+    built = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        built.update(kwargs)
+        raise Captured
+
+    monkeypatch.setattr(run_module, "PPOTrainer", capture)
+    rows = [{"prompt": f"Question {i}:"} for i in range(8)]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    model_args = ModelArguments(load_in_4bit=True, use_peft=True, dtype="float32")
+    args = ppo_config(tmp_path, sft_model_path=paths["causal-lm"], reward_model_path=paths["seq-cls"],
+                      critic_use_peft=critic_use_peft)
+    with pytest.raises(Captured):
+        run_module.run_ppo(model_args, DataArguments(dataset_name=str(data), data_split="0,0,1", eval_split_size=0),
+                           args)
+    four_bit = {type(m).__name__ for m in built["reward_model"].modules()} & {"Linear4bit"}
+    assert bool(four_bit) == critic_use_peft and built["value_model"] is None
 
 
 def test_missing_step_outputs_name_the_step_to_run(tmp_path, no_loading):

@@ -127,9 +127,13 @@ def _size_override(recipe: str, tiny_models, short_copies, output_dir: Path, glm
         argv += ["--lora_target_modules", "all-linear"]
     if stage == "ppo":
         batch = training_args.num_mini_batches * training_args.gradient_accumulation_steps
+        if training_args.stop_token not in (None, "eos"):  # the byte-level stand-in has no chat special tokens
+            argv += ["--stop_token", "eos"]
+        # a LoRA critic's recipe reads a merged QLoRA reward model: a 4-bit checkpoint
+        reward_four_bit = four_bit and training_args.critic_use_peft
         return argv + [
             "--sft_model_path", tiny_models(family, four_bit=four_bit),
-            "--reward_model_path", tiny_models(family, "seq-cls"),
+            "--reward_model_path", tiny_models(family, "seq-cls", four_bit=reward_four_bit),
             "--per_device_train_batch_size", str(batch), "--max_prompt_length", "128", "--response_length", "16",
         ]
     model = tiny_models(family) if four_bit else f"tiny:{family}"
@@ -152,7 +156,7 @@ def test_recipe_runs_two_steps_with_a_size_override(recipe, tiny_models, short_c
     output_dir = tmp_path / "out"
     glm_pairs = lambda: request.getfixturevalue("glm_pairs")  # noqa: E731 (built only for the recipe that reads it)
     argv = ["--config", recipe, *_size_override(recipe, tiny_models, short_copies, output_dir, glm_pairs)]
-    model_args = _parse(recipe)[0]
+    model_args, _, training_args, *_ = _parse(recipe)
     if model_args.load_in_4bit:
         # CPU only: after a no-grad eval-mode forward (PPO's rollout), bitsandbytes repacks 4-bit weights for its
         # AVX512-BF16 inference kernel, and the next training forward then fails; CUDA never takes this path.
@@ -174,7 +178,12 @@ def test_recipe_runs_two_steps_with_a_size_override(recipe, tiny_models, short_c
     if stage == "ppo":
         updates = [json.loads(line) for line in (output_dir / LOG_FILE).read_text().splitlines()]
         assert [u["step"] for u in updates if "objective/scores" in u] == [1, 2]
-        assert _architecture(output_dir / "critic").endswith("ForSequenceClassification")
+        if training_args.critic_use_peft:  # the adapter and head, on the (4-bit) reward model it was trained on
+            adapter = json.loads((output_dir / "critic" / "adapter_config.json").read_text())
+            assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
+            assert not (output_dir / "critic" / "model.safetensors").exists()
+        else:
+            assert _architecture(output_dir / "critic").endswith("ForSequenceClassification")
 
 
 def test_recipe_folders_document_how_each_file_was_tested():
