@@ -11,6 +11,7 @@ from rlhf_recipes.models import (
     load_tokenizer,
 )
 from rlhf_recipes.models.loading import _quantization_kwargs
+from rlhf_recipes.models.tokenizers import FALLBACK_CHAT_TEMPLATE
 
 
 def test_byte_tokenizer_round_trips_any_text():
@@ -20,6 +21,16 @@ def test_byte_tokenizer_round_trips_any_text():
     assert len(ids) == len(text.encode("utf-8"))
     assert tokenizer.decode(ids) == text
     assert len(tokenizer) == 260
+
+
+@pytest.mark.parametrize("build", [build_byte_tokenizer, lambda: build_word_tokenizer(["a", "b"])])
+def test_local_tokenizers_reload_with_left_padding_and_chat_template(build, tmp_path):
+    build().save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.padding_side == "left"
+    assert reloaded.chat_template == FALLBACK_CHAT_TEMPLATE
+    padded = reloaded(["a", "a b"], padding=True)["input_ids"]
+    assert padded[0][0] == reloaded.pad_token_id
 
 
 def test_word_tokenizer_maps_unknown_words_to_unk():

@@ -23,10 +23,10 @@ FALLBACK_CHAT_TEMPLATE = (
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
-    fast.chat_template = FALLBACK_CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
+    # padding_side in the constructor, not set afterwards: only init kwargs are saved with the tokenizer
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, padding_side="left", chat_template=FALLBACK_CHAT_TEMPLATE, **SPECIAL_TOKENS
+    )
 
 
 def build_byte_tokenizer() -> PreTrainedTokenizerFast:
