@@ -3,6 +3,8 @@
 Rank 1's reward function returns NaN on its second rollout only, so both ranks must agree to
 skip that update (a rank deciding alone would hang the other in the next collective). PPO-ptx
 is on: its per-rank batches differ, so its gradients must be all-reduced for the ranks to agree.
+With `lora_critic` as the second argument, the policy is LoRA and the critic is the reward model
+with a LoRA adapter (`critic_use_peft`), scoring with that adapter disabled.
 """
 
 import os
@@ -10,6 +12,7 @@ import sys
 
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import Tiny  # noqa: E402
@@ -17,6 +20,7 @@ from conftest import Tiny  # noqa: E402
 from rlhf_recipes.ppo import PPOTrainer, PtxCallback  # noqa: E402
 
 output_dir = sys.argv[1]
+lora_critic = sys.argv[2:] == ["lora_critic"]
 rank = int(os.environ["RANK"])
 tiny = Tiny()
 calls = {"n": 0}
@@ -31,17 +35,24 @@ def reward(prompts, completions, completion_ids, **kwargs):
 
 ptx = Dataset.from_list([{"text": t} for t in ("yes no yes", "a b c d", "x y x y", "no no", "c d a")])
 args = tiny.args(output_dir, max_steps=3, per_device_train_batch_size=8, num_mini_batches=2,
-                 gradient_accumulation_steps=2, save_strategy="steps", save_steps=3, ema=True)
-trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(), reward_funcs=[reward],
-                     train_dataset=tiny.dataset(), callbacks=[PtxCallback(ptx, 0.5)])
+                 gradient_accumulation_steps=2, save_strategy="steps", save_steps=3, ema=True,
+                 critic_use_peft=lora_critic)
+models = dict(value_model=tiny.value())
+if lora_critic:
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    models = dict(reward_model=tiny.value(seed=5), peft_config=lora)
+trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), reward_funcs=[reward], train_dataset=tiny.dataset(),
+                     callbacks=[PtxCallback(ptx, 0.5)], **models)
 assert trainer.accelerator.num_processes == 2, trainer.accelerator.num_processes
 initial = {k: v.clone() for k, v in trainer.unwrapped_actor.state_dict().items()}
+initial_critic = {k: v.clone() for k, v in trainer.unwrapped_critic.state_dict().items()}
 trainer.train()
 trainer.save_model()
 torch.save(
     {
         "world_size": trainer.accelerator.num_processes,
         "initial": initial,
+        "initial_critic": initial_critic,
         "actor": trainer.unwrapped_actor.state_dict(),
         "critic": trainer.unwrapped_critic.state_dict(),
         "ema": trainer.ema.state_dict(),

@@ -1,4 +1,5 @@
-"""Two real CPU ranks (torchrun + gloo): the run completes and both ranks hold the same weights."""
+"""Two real CPU ranks (torchrun + gloo), with a full and with a LoRA critic: the run completes and both
+ranks hold the same weights."""
 
 import json
 import os
@@ -13,11 +14,12 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 @pytest.mark.multiprocess
-def test_two_cpu_ranks_complete_and_agree_on_the_final_weights(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["lora_critic"]], ids=["full", "lora_critic"])
+def test_two_cpu_ranks_complete_and_agree_on_the_final_weights(tmp_path, mode):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path)],
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path), *mode],
         capture_output=True, text=True, timeout=400, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -26,8 +28,9 @@ def test_two_cpu_ranks_complete_and_agree_on_the_final_weights(tmp_path):
     for part in ("actor", "critic", "ema"):
         for name, weight in ranks[0][part].items():
             assert torch.equal(weight, ranks[1][part][name]), (part, name)
-    changed = [n for n, w in ranks[0]["actor"].items() if not torch.equal(w, ranks[0]["initial"][n])]
-    assert changed  # they agree because they trained together, not because nothing moved
+    # they agree because they trained together, not because nothing moved
+    for part, initial in (("actor", "initial"), ("critic", "initial_critic")):
+        assert any(not torch.equal(w, ranks[0][initial][n]) for n, w in ranks[0][part].items()), part
 
     log = [json.loads(line) for line in open(tmp_path / "ppo_log.jsonl", encoding="utf-8")]
     assert [row["step"] for row in log] == [1, 2, 3]
