@@ -97,3 +97,11 @@ def test_contradictory_lora_critic_settings_are_config_errors(tiny, tmp_path, ov
     with pytest.raises(ConfigError, match=message):
         PPOTrainer(tiny.args(tmp_path, **overrides), tiny.tokenizer, tiny.policy(), value_model=value_model,
                    reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), **kwargs)
+
+
+def test_a_fully_trained_critic_from_a_quantized_reward_model_is_a_config_error(tiny, tmp_path):
+    reward_model = tiny.value()
+    reward_model.hf_quantizer = object()  # what from_pretrained sets on a 4/8-bit load
+    with pytest.raises(ConfigError, match="set critic_use_peft"):
+        PPOTrainer(tiny.args(tmp_path), tiny.tokenizer, tiny.policy(), reward_model=reward_model,
+                   train_dataset=tiny.dataset())
