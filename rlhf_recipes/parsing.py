@@ -4,8 +4,11 @@ the field, the value and the expected type of a wrong value (argparse would prin
 for a flag, and never checks values from the YAML, which then fail deep inside a dataclass)."""
 
 import argparse
+import dataclasses
 import difflib
 import sys
+import types
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -75,6 +78,28 @@ def _check_config_values(argv: list[str], parser: TrlParser) -> None:
             _check_value(key, value, actions[key], f"config file {path}")
 
 
+NULL_WORDS = ("null", "None")
+
+
+def _str_or_none(value: str) -> str | None:
+    return None if value in NULL_WORDS else value
+
+
+def _optional_str_fields(dataclass_types: Sequence[type]) -> set[str]:
+    """Fields typed `str | None`: argparse would otherwise hand them the word 'null' as a string."""
+    names = set()
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        for field in dataclasses.fields(dtype):
+            hint = hints.get(field.name)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) and set(typing.get_args(hint)) == {
+                str,
+                type(None),
+            }:
+                names.add(field.name)
+    return names
+
+
 def _raise_config_error(message: str):
     """argparse's error hook: a flag with a wrong value becomes a `ConfigError` instead of usage + exit."""
     raise ConfigError(f"Command line: {message.rstrip('.')}.")
@@ -85,7 +110,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 
     Unknown keys, in the YAML or on the command line, and values that do not fit their field's
     type or choices raise `ConfigError` naming each key and where it came from, before any
-    dataclass is built. Without CUDA, `bf16` defaults to false and
+    dataclass is built. On the command line, `null` (or `None`) unsets an optional field. Without CUDA, `bf16` defaults to false and
     `use_cpu` to true (TRL defaults bf16 to true, which fails on a CPU); YAML and flags still win.
     """
     parser = TrlParser(dataclass_types=list(dataclass_types))
@@ -98,5 +123,9 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         details = "; ".join(f"{key!r} in the {where}{_suggest(key, sorted(valid))}" for key, where in unknown)
         raise ConfigError(f"Unknown argument(s): {details}.")
     _check_config_values(argv, parser)
+    optional = _optional_str_fields(dataclass_types)
+    for action in parser._actions:
+        if action.dest in optional and action.type is str:
+            action.type = _str_or_none  # `--stop_token null` unsets a field, as `stop_token: null` does in YAML
     parser.error = _raise_config_error
     return tuple(parser.parse_args_and_config(argv))

@@ -33,3 +33,18 @@ def test_config_that_is_not_a_mapping_is_rejected(tmp_path):
     config.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="YAML mapping"):
         parse_args([ModelArguments, SFTConfig], ["--config", str(config)])
+
+
+def test_null_on_the_command_line_unsets_an_optional_field(tmp_path):
+    from rlhf_recipes.ppo import PPOConfig
+
+    config = tmp_path / "ppo.yaml"
+    config.write_text(f"output_dir: {tmp_path}\nstop_token: eos\nreward_clip: 5.0\nhub_model_id: me/ppo\n")
+    (ppo_args,) = parse_args(
+        [PPOConfig], ["--config", str(config), "--stop_token", "null", "--reward_clip", "null", "--hub_model_id", "None"]
+    )
+    assert ppo_args.stop_token is None
+    assert ppo_args.reward_clip is None
+    assert ppo_args.hub_model_id is None
+    (kept,) = parse_args([PPOConfig], ["--config", str(config), "--stop_token", "</s>"])
+    assert kept.stop_token == "</s>"
