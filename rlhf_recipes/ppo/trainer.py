@@ -149,10 +149,12 @@ class PPOTrainer:
             mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
         )
         set_seed(args.seed)
+        if args.critic_use_peft:  # copied before the policy's get_peft_model fills in the config
+            value_peft_config = value_peft_config or critic_lora_config(peft_config)
         policy = get_peft_model(model, peft_config) if peft_config is not None else model
         self.is_peft = isinstance(policy, PeftModel)
         self.shares_reward_model = args.critic_use_peft and value_model is None
-        value_model = self._critic_network(args, value_model, reward_model, peft_config, value_peft_config)
+        value_model = self._critic_network(value_model, reward_model, value_peft_config)
         self.ref_model = ref_model
         if ref_model is None and not self.is_peft:
             self.ref_model = copy.deepcopy(policy)
@@ -294,14 +296,13 @@ class PPOTrainer:
                               "before critic_use_peft adds one.")
 
     @staticmethod
-    def _critic_network(args, value_model, reward_model, peft_config, value_peft_config):
+    def _critic_network(value_model, reward_model, lora_config):
         """The critic's sequence-classification model: `value_model`, else a trainable copy of the
-        reward model; with critic_use_peft, that model (else the reward model itself, no copy) with
+        reward model; with a `lora_config`, that model (else the reward model itself, no copy) with
         a LoRA adapter."""
-        if not args.critic_use_peft:
+        if lora_config is None:
             return value_model if value_model is not None else copy.deepcopy(reward_model)
-        config = value_peft_config or critic_lora_config(peft_config)
-        critic = get_peft_model(value_model if value_model is not None else reward_model, config)
+        critic = get_peft_model(value_model if value_model is not None else reward_model, lora_config)
         for param in critic.parameters():
             if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
                 # the head's copy: Adam steps below a half-precision weight's resolution would be lost,
