@@ -31,6 +31,18 @@ class _CountBackbone(nn.Module):
         return BaseModelOutput(last_hidden_state=counts, hidden_states=(counts,))
 
 
+class _IdentityHead(nn.Module):
+    """The score head of `DigitReward`: returns the counts unchanged. Its `weight` holds no
+    parameter; callers that cast the hidden states to the head's dtype read it (float32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.ones(1), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
 class DigitReward(nn.Module):
     """A Python reward function dressed as a reward model: the number of digit tokens in the text.
 
@@ -49,9 +61,7 @@ class DigitReward(nn.Module):
     def __init__(self, target_ids: list[int]):
         super().__init__()
         self.backbone = _CountBackbone(target_ids)
-
-    def score(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden
+        self.score = _IdentityHead()
 
     def forward(self, input_ids, attention_mask=None, **_):
         per_position = self.score(self.backbone(input_ids, attention_mask).last_hidden_state)

@@ -17,14 +17,20 @@ How
 - Identical settings on both sides: batch, response length (no stop token: every response is
   `response_length` tokens), PPO epochs, minibatches (one optimizer step per minibatch),
   learning rate (constant), temperature, k1 KL coefficient, clip ranges, vf_coef, gamma, lam.
-- Three variants, each a fresh subprocess: `trl_shipped` and `trl_gc_neutralised` in
-  benchmarks/.venv-trl111 (made by setup_trl111.sh), `ours` in the interpreter running this
-  script. Repeat r uses seed r for every variant and rotates the variant order, so drifting
-  load on the shared machine hits all variants alike.
+- Four variants, each a fresh subprocess: `trl_shipped` and `trl_gc_neutralised` in
+  benchmarks/.venv-trl111 (made by setup_trl111.sh), `ours` and `floor` in the interpreter
+  running this script. Repeat r uses seed r for every variant and rotates the variant order, so
+  drifting load on the shared machine hits all variants alike.
+- `floor` (_floor_worker.py) is no trainer: the bare model work one update needs with the same
+  models and shapes (KV-cache sampling, reference, value and reward passes, and the epochs x
+  minibatches of actor + critic forward/backward with plain Adam steps). Any trainer doing the
+  same arithmetic at the same precision needs at least this time, so if floor / TRL > 0.6 the
+  0.6x goal needs less arithmetic than TRL does (fewer epochs, a shared trunk, lower precision).
 - Reported per variant: the median over all timed updates of all repeats (wall and CPU time
   of the process; every run uses `--threads` torch threads, default 1, so on a shared machine
   the CPU time is the contention-robust figure), and each repeat's median wall time. Ratios
-  are ours / TRL; the goal is ours <= 0.6 x trl_gc_neutralised.
+  are ours / each other variant and floor / each TRL variant; the goal is
+  ours <= 0.6 x trl_gc_neutralised.
 
 Usage: python benchmarks/ppo_vs_trl.py [--configs tiny medium] [--repeats 3] [--ours-max-grad-norm 1.0] [--tag X]
 Writes benchmarks/results/ppo_vs_trl<tag>.json and ppo_vs_trl<tag>.md.
@@ -52,7 +58,9 @@ WORKERS = {
     "trl_shipped": (str(TRL_PYTHON), HERE / "_trl111_worker.py"),
     "trl_gc_neutralised": (str(TRL_PYTHON), HERE / "_trl111_worker.py"),
     "ours": (sys.executable, HERE / "_ours_worker.py"),
+    "floor": (sys.executable, HERE / "_floor_worker.py"),
 }
+TRL_VARIANTS = ("trl_shipped", "trl_gc_neutralised")
 
 PPO_SETTINGS = dict(
     batch_size=16,
@@ -130,7 +138,7 @@ def summarise(runs: list[dict], warmup: int, tokens_per_update: int) -> dict:
         return [s for r in runs for s in r[key][warmup:]]
 
     wall, cpu = statistics.median(pooled("update_seconds")), statistics.median(pooled("update_cpu_seconds"))
-    return {
+    summary = {
         "seconds_per_update": wall,
         "cpu_seconds_per_update": cpu,
         "seconds_per_update_per_repeat": [statistics.median(r["update_seconds"][warmup:]) for r in runs],
@@ -138,8 +146,23 @@ def summarise(runs: list[dict], warmup: int, tokens_per_update: int) -> dict:
         "tokens_per_second": tokens_per_update / wall,
         "tokens_per_cpu_second": tokens_per_update / cpu,
         "timed_updates": len(pooled("update_seconds")),
-        "reward_curve": [statistics.fmean(step) for step in zip(*(r["reward"] for r in runs))],
-        "final_reward": statistics.fmean(statistics.fmean(r["reward"][-10:]) for r in runs),
+    }
+    if "rollout_seconds" in runs[0]:
+        summary["rollout_seconds_per_update"] = statistics.median(pooled("rollout_seconds"))
+    if "reward" in runs[0]:  # the floor trains no PPO objective, so it has no reward curve
+        summary["reward_curve"] = [statistics.fmean(step) for step in zip(*(r["reward"] for r in runs))]
+        summary["final_reward"] = statistics.fmean(statistics.fmean(r["reward"][-10:]) for r in runs)
+    return summary
+
+
+def ratios(summary: dict, numerator: str, baselines) -> dict:
+    """numerator / baseline seconds per update (wall and CPU), for each baseline present."""
+    if numerator not in summary:
+        return {}
+    return {
+        baseline: {key: summary[numerator][key] / summary[baseline][key]
+                   for key in ("seconds_per_update", "cpu_seconds_per_update")}
+        for baseline in baselines if baseline in summary
     }
 
 
@@ -166,22 +189,18 @@ def benchmark_config(
                 result = run_variant(variant, spec, scratch)
                 runs[variant].append(result)
                 timed = result["update_seconds"][config["warmup"] :]
-                print(
-                    f"  repeat {repeat} {variant:>19}: median {statistics.median(timed):.3f} s/update, "
-                    f"final reward {statistics.fmean(result['reward'][-10:]):.3f}",
-                    flush=True,
-                )
+                reward = f", final reward {statistics.fmean(result['reward'][-10:]):.3f}" if "reward" in result else ""
+                print(f"  repeat {repeat} {variant:>19}: median {statistics.median(timed):.3f} s/update{reward}",
+                      flush=True)
     tokens = PPO_SETTINGS["batch_size"] * config["response_length"]
     summary = {variant: summarise(variant_runs, config["warmup"], tokens) for variant, variant_runs in runs.items()}
-    ratios = {}
-    if "ours" in summary:
-        for baseline in ("trl_shipped", "trl_gc_neutralised"):
-            if baseline in summary:
-                ratios[baseline] = {
-                    key: summary["ours"][key] / summary[baseline][key]
-                    for key in ("seconds_per_update", "cpu_seconds_per_update")
-                }
-    return {"config": config, "variants": summary, "ours_over": ratios, "runs": runs}
+    return {
+        "config": config,
+        "variants": summary,
+        "ours_over": ratios(summary, "ours", (*TRL_VARIANTS, "floor")),
+        "floor_over": ratios(summary, "floor", TRL_VARIANTS),
+        "runs": runs,
+    }
 
 
 def trl_versions() -> dict:
@@ -204,7 +223,17 @@ def environment() -> dict:
         "python": platform.python_version(),
         "ours": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "trl_venv": trl_versions(),
+        "git": git_state(),
     }
+
+
+def git_state() -> dict:
+    """HEAD and the uncommitted files of the package: the trainer measured is the working tree's."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout
+
+    return {"head": git("rev-parse", "--short", "HEAD").strip(),
+            "uncommitted": git("status", "--porcelain", "--", "../rlhf_recipes").splitlines()}
 
 
 def markdown(results: dict) -> str:
@@ -214,41 +243,65 @@ def markdown(results: dict) -> str:
         "",
         f"{env['date']} · {env['machine']} · torch threads per run: {results['threads']} · "
         f"ours: torch {env['ours']['torch']}, transformers {env['ours']['transformers']} · "
-        f"TRL side: trl {env['trl_venv']['trl']}, transformers {env['trl_venv']['transformers']}",
+        f"TRL side: trl {env['trl_venv']['trl']}, transformers {env['trl_venv']['transformers']} · "
+        f"git {env['git']['head']}, {len(env['git']['uncommitted'])} uncommitted files in rlhf_recipes/",
         "",
         f"PPO settings (both): {json.dumps(PPO_SETTINGS)}; no stop token; {results['repeats']} repeats "
         f"(seed = repeat), variant order rotated; our gradient clipping max_grad_norm="
         f"{results['ours_max_grad_norm'] or 'off'} (TRL 1.11 never clips).",
         "",
         "| config | variant | wall s/update (median) | per-repeat medians | CPU s/update | generate s/update | "
-        "tokens/s (wall) | final reward (last 10) | ours / this (wall; CPU) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "tokens/s (wall) | final reward (last 10) | ours / this (wall; CPU) | floor / this (wall; CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results["configs"].items():
         cfg = res["config"]
         label = (f"{name} (h{cfg['model']['hidden_size']}, L{cfg['model']['num_hidden_layers']}, "
                  f"resp {cfg['response_length']}, {cfg['updates'] - cfg['warmup']} timed + {cfg['warmup']} warm-up)")
         for variant, s in res["variants"].items():
-            ratio = res["ours_over"].get(variant)
             generate = f"{s['generate_seconds_per_update']:.3f}" if s["generate_seconds_per_update"] else "-"
-            ratio_text = "" if ratio is None else (
-                f"{ratio['seconds_per_update']:.2f}x; {ratio['cpu_seconds_per_update']:.2f}x")
+            reward = f"{s['final_reward']:.2f}" if "final_reward" in s else "-"
             lines.append(
                 f"| {label} | {variant} | {s['seconds_per_update']:.3f} | "
                 f"{', '.join(f'{x:.3f}' for x in s['seconds_per_update_per_repeat'])} | "
                 f"{s['cpu_seconds_per_update']:.3f} | {generate} | "
-                f"{s['tokens_per_second']:.0f} | {s['final_reward']:.2f} | "
-                f"{ratio_text} |"
+                f"{s['tokens_per_second']:.0f} | {reward} | "
+                f"{ratio_text(res['ours_over'].get(variant))} | {ratio_text(res['floor_over'].get(variant))} |"
             )
+    lines += floor_paragraph(results)
     lines += ["", "## Reward curves (mean over repeats; every 5th update)", ""]
     for name, res in results["configs"].items():
-        variants = [v for v in res["variants"] if v != "trl_shipped"]
+        variants = [v for v, s in res["variants"].items() if v != "trl_shipped" and "reward_curve" in s]
         curves = {v: res["variants"][v]["reward_curve"] for v in variants}
         steps = range(0, len(next(iter(curves.values()))), 5)
         lines += [f"**{name}**", "", "| update | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
         lines += [f"| {k + 1} | " + " | ".join(f"{curves[v][k]:.3f}" for v in variants) + " |" for k in steps]
         lines.append("")
     return "\n".join(lines)
+
+
+def ratio_text(ratio: dict | None) -> str:
+    return "" if ratio is None else f"{ratio['seconds_per_update']:.2f}x; {ratio['cpu_seconds_per_update']:.2f}x"
+
+
+def floor_paragraph(results: dict) -> list[str]:
+    """What the floor says about the 0.6x goal, per config (CPU-time ratios)."""
+    found = []
+    for name, res in results["configs"].items():
+        floor_over, ours_over = res["floor_over"].get("trl_gc_neutralised"), res["ours_over"].get("floor")
+        if floor_over and ours_over:
+            found.append(f"{name}: floor / TRL gc-neutralised {floor_over['cpu_seconds_per_update']:.2f}x, "
+                         f"ours / floor {ours_over['cpu_seconds_per_update']:.2f}x")
+    if not found:
+        return []
+    return [
+        "",
+        "`floor` is no trainer but the bare model work of one update with the same models and shapes: KV-cache "
+        "sampling, one reference, value and reward pass, and the epochs x minibatches of actor + critic "
+        "forward/backward with plain Adam steps (_floor_worker.py). By CPU time: " + "; ".join(found) + ". "
+        "Where floor / TRL > 0.6, the 0.6x goal cannot be met without doing less arithmetic than TRL "
+        "(fewer epochs, a shared actor-critic trunk, lower precision).",
+    ]
 
 
 def main() -> None:
