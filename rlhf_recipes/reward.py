@@ -102,9 +102,21 @@ def train_reward(
     Returns the trainer and the evaluation report (None without an eval split); the report is
     also written to `output_dir/eval_rm.json` and summarised on stdout.
     """
-    script_args = script_args or RewardScriptArguments()
     check_init_checkpoint(model_args)
     preflight_stage(model_args, training_args, "seq-cls")
+    return _train_checked(model_args, training_args, train_dataset, eval_dataset, script_args, callbacks)
+
+
+def _train_checked(
+    model_args: ModelArguments,
+    training_args: RewardConfig,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    script_args: RewardScriptArguments | None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> tuple[ReliableRewardTrainer, dict | None]:
+    """`train_reward` once the checks have passed (they size a model on the meta device: not twice)."""
+    script_args = script_args or RewardScriptArguments()
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
@@ -136,7 +148,7 @@ def run_reward(
     resume_checkpoint(training_args)
     splits = load_stage_dataset(data_args, "reward")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
-    return train_reward(model_args, training_args, splits["train"], eval_dataset, script_args)
+    return _train_checked(model_args, training_args, splits["train"], eval_dataset, script_args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

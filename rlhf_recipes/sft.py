@@ -34,6 +34,17 @@ def train_sft(
     Returns the trainer, whose `state.log_history` holds the losses.
     """
     preflight_stage(model_args, training_args, "causal-lm")
+    return _train_checked(model_args, training_args, train_dataset, eval_dataset, callbacks)
+
+
+def _train_checked(
+    model_args: ModelArguments,
+    training_args: SFTConfig,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> ReliableSFTTrainer:
+    """`train_sft` once the preflight checks have passed (they size a model on the meta device: not twice)."""
     resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
@@ -58,7 +69,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args:
     resume_checkpoint(training_args)
     splits = load_stage_dataset(data_args, "sft")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
-    return train_sft(model_args, training_args, splits["train"], eval_dataset)
+    return _train_checked(model_args, training_args, splits["train"], eval_dataset)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

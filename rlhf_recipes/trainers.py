@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 
+import pyarrow.compute as pc
 from datasets import Dataset
 from transformers.trainer import TRAINER_STATE_NAME
 from trl import RewardTrainer, SFTTrainer
@@ -109,6 +110,12 @@ class ReliableTrainerMixin:
             )
 
 
+def _rows_of_length(dataset: Dataset, length: int) -> int:
+    """Rows whose `input_ids` hold exactly `length` tokens, counted in Arrow (no Python list per row)."""
+    lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"])
+    return pc.sum(pc.equal(lengths, length)).as_py() or 0
+
+
 class ReliableSFTTrainer(ReliableTrainerMixin, SFTTrainer):
     stage = "SFT"
     drop_reason = "after truncation to max_length={max_length} tokens no completion token was left to learn from"
@@ -118,7 +125,7 @@ class ReliableSFTTrainer(ReliableTrainerMixin, SFTTrainer):
         prepared = super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
         if isinstance(dataset, Dataset) and not packing and args.max_length is not None:
             self._account_for_length(dataset, prepared, dataset_name, args.max_length)
-            cut = sum(len(ids) == args.max_length for ids in prepared["input_ids"])
+            cut = _rows_of_length(prepared, args.max_length)
             if cut:
                 logger.warning("SFT %s: %d of %d rows reached max_length=%d tokens and were cut (truncation_mode %s).",
                                dataset_name, cut, len(prepared), args.max_length, args.truncation_mode)

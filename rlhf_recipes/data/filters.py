@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from rlhf_recipes.data.records import RESPONSE_COLUMNS
 from rlhf_recipes.data.report import StepReport
+from rlhf_recipes.data.tables import take
 
 
 def _blank(value: str | list) -> bool:
@@ -63,4 +64,4 @@ def drop_duplicates(dataset: Dataset, step: StepReport, seen: set[str] | None = 
         else:
             seen.add(key)
             keep.append(index)
-    return dataset if len(keep) == len(dataset) else dataset.select(keep).flatten_indices()
+    return dataset if len(keep) == len(dataset) else take(dataset, keep)

@@ -19,6 +19,7 @@ from rlhf_recipes.data.records import to_dataset
 from rlhf_recipes.data.report import DataReport
 from rlhf_recipes.data.splits import hold_out_eval, stage_part
 from rlhf_recipes.data.stages import check_source_kind, check_stage, project
+from rlhf_recipes.data.tables import take
 
 
 def load_source(name: str, args: DataArguments, stage: str, report: DataReport) -> Dataset:
@@ -28,7 +29,7 @@ def load_source(name: str, args: DataArguments, stage: str, report: DataReport) 
     check_source_kind(name, adapter.name, adapter.kind, stage)
     step = report.step(f"{name} ({adapter.name})", len(raw))
     records = []
-    for index, row in enumerate(raw):
+    for index, row in enumerate(raw.to_list()):  # one Arrow conversion, not one per row
         try:
             records.append((index, adapter.convert(row)))
         except DropRow as drop:
@@ -63,7 +64,7 @@ def build_stage_dataset(args: DataArguments, stage: str) -> tuple[DatasetDict, D
         projected = project(splits[split], stage)
         splits[split] = drop_duplicates(projected, report.step(f"{stage} format, {split}", len(projected)), seen)
     if args.max_samples is not None and len(splits["train"]) > args.max_samples:
-        splits["train"] = splits["train"].select(range(args.max_samples)).flatten_indices()
+        splits["train"] = take(splits["train"], range(args.max_samples))
     report.sizes.update(rows=len(dataset), stage_part=len(part), train=len(splits["train"]), eval=len(splits["eval"]))
     report.log()
     return splits, report

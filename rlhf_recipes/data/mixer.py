@@ -13,6 +13,7 @@ from rlhf_recipes.data.errors import DataError
 from rlhf_recipes.data.filters import drop_duplicates
 from rlhf_recipes.data.records import dataset_is_conversational, features, to_messages
 from rlhf_recipes.data.report import DataReport
+from rlhf_recipes.data.tables import shuffled_order, take
 
 logger = logging.getLogger("rlhf_recipes.data")
 
@@ -22,7 +23,7 @@ def subsample(dataset: Dataset, fraction: float, seed: int, name: str) -> Datase
     count = round(fraction * len(dataset))
     if count == 0:
         raise DataError(f"dataset_mixer: fraction {fraction:g} of {name} ({len(dataset)} rows) selects no rows.")
-    return dataset.shuffle(seed=seed).select(range(count)).flatten_indices()
+    return take(dataset, shuffled_order(len(dataset), seed)[:count])
 
 
 def mix(sources: dict[str, tuple[Dataset, float]], seed: int, report: DataReport) -> Dataset:
@@ -37,4 +38,4 @@ def mix(sources: dict[str, tuple[Dataset, float]], seed: int, report: DataReport
                 parts[name] = part.map(to_messages, features=features(True))
     mixed = concatenate_datasets(list(parts.values()))
     mixed = drop_duplicates(mixed, report.step("mix", len(mixed)))
-    return mixed.shuffle(seed=seed).flatten_indices()
+    return take(mixed, shuffled_order(len(mixed), seed))

@@ -6,7 +6,10 @@ prompt/completion, a prompt-only source just prompt. Within one dataset all fill
 either strings or all lists of `{"role", "content"}` messages (TRL's "conversational" format).
 """
 
+import pyarrow as pa
 from datasets import Dataset, Features, List, Value
+
+from rlhf_recipes.data.tables import from_table
 
 COLUMNS = ("prompt", "completion", "chosen", "rejected")
 RESPONSE_COLUMNS = COLUMNS[1:]
@@ -42,8 +45,9 @@ def to_dataset(records: list[dict]) -> Dataset:
     conversational = any(is_conversational(record) for record in records)
     if conversational:
         records = [to_messages(record) for record in records]
-    rows = [{column: record.get(column) for column in COLUMNS} for record in records]
-    return Dataset.from_list(rows, features=features(conversational))
+    schema = features(conversational)
+    # Arrow reads the rows against the known schema; `Dataset.from_list` would first encode each row in Python.
+    return from_table(pa.Table.from_pylist(records, schema=schema.arrow_schema), schema)
 
 
 def dataset_is_conversational(dataset: Dataset) -> bool:

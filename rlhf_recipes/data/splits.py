@@ -6,6 +6,7 @@ from datasets import Dataset, DatasetDict
 
 from rlhf_recipes.data.errors import DataError
 from rlhf_recipes.data.stages import STAGES
+from rlhf_recipes.data.tables import shuffled_order, take
 from rlhf_recipes.parsing import ConfigError
 
 
@@ -42,7 +43,7 @@ def stage_part(dataset: Dataset, weights: tuple[float, float, float], stage: str
         raise DataError(
             f"data_split {spec} leaves stage {stage!r} no rows of the {len(dataset)} available."
         )
-    return dataset.shuffle(seed=seed).select(range(start, end)).flatten_indices()
+    return take(dataset, shuffled_order(len(dataset), seed)[start:end])
 
 
 def hold_out_eval(dataset: Dataset, eval_size: float, seed: int) -> DatasetDict:

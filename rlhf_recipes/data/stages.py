@@ -6,9 +6,12 @@
 - "ppo": prompt only; any source.
 """
 
-from datasets import Dataset
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, Features
 
 from rlhf_recipes.data.errors import DataError
+from rlhf_recipes.data.tables import arrow_table, from_table
 
 STAGES = ("sft", "reward", "ppo")
 KINDS_FOR_STAGE = {
@@ -33,14 +36,19 @@ def check_source_kind(source: str, format_name: str, kind: str, stage: str) -> N
         )
 
 
-def _completion(row: dict) -> dict:
-    return {"completion": row["completion"] if row["completion"] is not None else row["chosen"]}
+def _sft_rows(dataset: Dataset) -> Dataset:
+    """prompt + completion, the chosen reply where a row has no completion (in Arrow: a `map` would
+    convert every row to Python and back)."""
+    table = arrow_table(dataset)
+    completion = pc.coalesce(table["completion"], table["chosen"])
+    features = Features(prompt=dataset.features["prompt"], completion=dataset.features["completion"])
+    return from_table(pa.table({"prompt": table["prompt"], "completion": completion}), features)
 
 
 def project(dataset: Dataset, stage: str) -> Dataset:
     """Canonical records -> the stage's TRL standard format (columns as listed in the module doc)."""
     if stage == "sft":
-        return dataset.map(_completion, remove_columns=["chosen", "rejected"])
+        return _sft_rows(dataset)
     if stage == "reward":
         return dataset.select_columns(["prompt", "chosen", "rejected"])
     return dataset.select_columns(["prompt"])
