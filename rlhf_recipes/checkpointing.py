@@ -9,6 +9,7 @@ from, and rotation never deletes the last complete one.
 """
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -155,3 +156,26 @@ def rotate(output_dir: str, save_total_limit: int | None, keep: Iterable[str] = 
     for path in deleted:
         shutil.rmtree(path)
     return deleted
+
+
+def trim_step_log(path: str, last_step: int) -> None:
+    """Keep only the records of a per-step JSONL log with `step <= last_step`, rewritten atomically.
+
+    Called when training (re)starts at `last_step`: records of steps a kill threw away, or of an
+    earlier run in the same output_dir, would otherwise sit next to the redone ones. A line torn
+    by a kill can only belong to a step after the checkpoint, so an unreadable line is dropped.
+    """
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+    os.replace(path + ".tmp", path)

@@ -14,6 +14,8 @@ import os
 import torch
 from transformers import TrainerCallback
 
+from .checkpointing import trim_step_log
+
 FILE_NAME = "data_order.jsonl"
 
 
@@ -48,11 +50,8 @@ class DataOrderLog(TrainerCallback):
             self.pending.append(sample_hash(row[row_mask.bool()]))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        kept = [line for line in read_data_order(self.path) if line["step"] <= state.global_step]
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(line) + "\n" for line in kept)
-        os.replace(self.path + ".tmp", self.path)
+        trim_step_log(self.path, state.global_step)
         self.pending = []
 
     def on_step_end(self, args, state, control, **kwargs):

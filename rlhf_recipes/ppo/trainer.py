@@ -399,6 +399,9 @@ class PPOTrainer:
         resume = checkpointing.resolve_resume(value, args.output_dir)
         if resume is not None:
             self._load_checkpoint(resume)
+        if self.accelerator.is_main_process:  # the logs describe exactly the updates the weights come from
+            for name in (LOG_FILE, SAMPLES_FILE):
+                checkpointing.trim_step_log(os.path.join(args.output_dir, name), self.state.global_step)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         while self.state.global_step < self.num_updates and not self.control.should_training_stop:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)

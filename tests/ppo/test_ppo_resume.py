@@ -51,6 +51,24 @@ def test_resume_continues_at_the_next_step_with_the_same_prompts_weights_and_kl_
     assert second.actor_scheduler.get_last_lr() == straight.actor_scheduler.get_last_lr()
 
 
+def test_logs_keep_only_the_steps_the_weights_come_from(tiny, tmp_path):
+    first = make_trainer(tiny, tmp_path, max_steps=3, save_strategy="steps", save_steps=2, sample_every=1)
+    first.train()
+    with open(tmp_path / "ppo_log.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"step": 4, "objective/kl": 0.')  # a line torn by a kill
+    second = make_trainer(tiny, tmp_path, max_steps=4, sample_every=1)
+    second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))  # step 3 is redone
+
+    assert [row["step"] for row in read_log(tmp_path)] == [1, 2, 3, 4]
+    with open(tmp_path / "samples.jsonl", encoding="utf-8") as handle:
+        sample_steps = [json.loads(line)["step"] for line in handle]
+    per_step = tiny.args(tmp_path).num_sample_completions
+    assert sample_steps == [step for step in (1, 2, 3, 4) for _ in range(per_step)]
+
+    make_trainer(tiny, tmp_path, max_steps=1).train()  # a fresh run in the same output_dir
+    assert [row["step"] for row in read_log(tmp_path)] == [1]
+
+
 def test_resume_ignores_checkpoints_without_the_completion_marker(tiny, tmp_path):
     trainer = make_trainer(tiny, tmp_path, max_steps=1, save_strategy="steps", save_steps=1)
     trainer.train()
