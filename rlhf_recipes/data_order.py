@@ -24,13 +24,6 @@ def sample_hash(token_ids: torch.Tensor) -> str:
     return hashlib.sha1(token_ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:12]
 
 
-def read_data_order(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 class DataOrderLog(TrainerCallback):
     """Collects the hashes of each micro-batch (`record`) and writes one line per optimizer step.
 
