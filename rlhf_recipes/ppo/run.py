@@ -4,8 +4,8 @@ Loads the SFT policy (`sft_model_path`, else `model_name_or_path`) and the rewar
 (`reward_model_path`) written by steps 1 and 2, the PPO prompts of the data split, optional
 PPO-ptx texts, then trains and saves. Settings that cannot work (a missing step-1/2 directory,
 a LoRA adapter where full weights are needed, prompt + response beyond the model's positions,
-a separate reference model with LoRA, a LoRA critic without LoRA settings) fail before any model
-is loaded. With `critic_use_peft` the reward and critic models load like the policy (4-bit with
+a separate reference model with LoRA, a LoRA critic without LoRA settings, an output_dir that
+cannot be written or cannot hold the checkpoints) fail before any model is loaded. With `critic_use_peft` the reward and critic models load like the policy (4-bit with
 `load_in_4bit`: a LoRA critic trains no base weight); otherwise in full precision. `tiny:<family>` in
 either path builds a random tiny model instead (smoke tests without running steps 1 and 2).
 """
@@ -15,13 +15,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig, set_seed
+from transformers import set_seed
 
 from .. import hub
 from ..data import DataArguments, load_stage_dataset
 from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
-from ..models.tiny import tiny_config
+from ..models.introspection import bytes_per_parameter, max_positions, model_config, parameter_count
 from ..parsing import ConfigError, parse_args
+from ..preflight import check_model_args, check_output_dir, estimate_run_bytes, kept_checkpoints
 from ..saving import MERGED_SUBDIR
 from .config import PPOConfig
 from .trainer import PPOTrainer
@@ -36,6 +37,13 @@ class PPOScriptArguments:
         metadata={
             "help": "Texts for PPO-ptx, read like dataset_name; the SFT part of its data_split is used (DeepSpeed-Chat "
             "mixes an unsupervised set). Needs ptx_coef > 0 to change the updates."
+        },
+    )
+    ptx_data_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "data_split of ptx_dataset_name, whose SFT part is used; default: data_split (one file split "
+            "across the steps, as recipes/tiny does). '1,0,0' uses every text of a separate corpus."
         },
     )
 
@@ -94,14 +102,26 @@ def check_ppo_config(model_args: ModelArguments, args: PPOConfig) -> str:
     return policy_path
 
 
-def _max_positions(model_args: ModelArguments, args: PPOConfig, policy_path: str, tokenizer) -> int | None:
-    if is_tiny(policy_path):
-        config = tiny_config(policy_path, tokenizer, model_args.model_config_overrides)
-    else:
-        config = AutoConfig.from_pretrained(policy_path, trust_remote_code=args.trust_remote_code)
-        for key, value in (model_args.model_config_overrides or {}).items():
-            setattr(config, key, value)
-    return getattr(config, "max_position_embeddings", None)
+def preflight_ppo(model_args: ModelArguments, args: PPOConfig, policy_path: str) -> None:
+    """The checks every stage runs (`rlhf_recipes.preflight`), before data or weights: contradictory
+    model options, prompt + response beyond the policy's positions, and an output_dir that cannot be
+    written or cannot hold the checkpoints (actor and critic, each with its optimizer states, or only
+    their adapters with LoRA)."""
+    check_model_args(model_args)
+    trust = args.trust_remote_code
+    kept = kept_checkpoints(args)
+    policy_config = model_config(model_args, policy_path, trust)
+    args.check_model_positions(max_positions(policy_config))
+    actor_bytes, actor_detail = estimate_run_bytes(
+        parameter_count(policy_config, "causal-lm", trust), bytes_per_parameter(model_args, policy_config), kept,
+        model_args.use_peft, model_args.merge_lora,
+    )
+    critic_config = model_config(model_args, args.value_model_path or args.reward_model_path, trust)
+    critic_bytes, critic_detail = estimate_run_bytes(
+        parameter_count(critic_config, "seq-cls", trust), bytes_per_parameter(model_args, critic_config), kept,
+        args.critic_use_peft, False,
+    )
+    check_output_dir(args.output_dir, actor_bytes + critic_bytes, f"actor: {actor_detail}; critic: {critic_detail}")
 
 
 def _frozen_model_args(model_args: ModelArguments) -> ModelArguments:
@@ -124,14 +144,15 @@ def run_ppo(
     """Step 3 end to end: checks, data, models, PPO training, final save."""
     script_args = script_args or PPOScriptArguments()
     policy_path = check_ppo_config(model_args, args)
+    preflight_ppo(model_args, args, policy_path)
     model_args.model_name_or_path = model_args.model_name_or_path or policy_path
     trust = args.trust_remote_code
     tokenizer = load_tokenizer(dataclasses.replace(model_args, model_name_or_path=policy_path), trust)
-    args.check_model_positions(_max_positions(model_args, args, policy_path, tokenizer))
     splits = load_stage_dataset(data_args, "ppo")
     ptx_dataset = None
     if script_args.ptx_dataset_name:
-        ptx_args = dataclasses.replace(data_args, dataset_name=script_args.ptx_dataset_name, dataset_mixer=None)
+        ptx_args = dataclasses.replace(data_args, dataset_name=script_args.ptx_dataset_name, dataset_mixer=None,
+                                       data_split=script_args.ptx_data_split or data_args.data_split)
         ptx_dataset = load_stage_dataset(ptx_args, "sft")["train"]
 
     frozen = _frozen_model_args(model_args)

@@ -58,6 +58,59 @@ def test_separate_reference_with_lora_fails_before_loading(tmp_path, no_loading)
         run_module.run_ppo(ModelArguments(use_peft=True), DataArguments(), args)
 
 
+def test_unwritable_output_dir_fails_before_loading(tmp_path, no_loading):
+    (tmp_path / "a-file").write_text("not a directory")
+    args = ppo_config(tmp_path, output_dir=str(tmp_path / "a-file" / "ppo"))
+    with pytest.raises(ConfigError, match="is not writable"):
+        run_module.run_ppo(ModelArguments(), DataArguments(), args)
+
+
+def test_merge_lora_without_lora_fails_before_loading(tmp_path, no_loading):
+    with pytest.raises(ConfigError, match="merge_lora: true needs LoRA"):
+        run_module.run_ppo(ModelArguments(merge_lora=True), DataArguments(), ppo_config(tmp_path))
+
+
+@pytest.mark.parametrize(("use_peft", "fails"), [(False, True), (True, False)])
+def test_checkpoints_that_cannot_fit_on_disk_fail_before_loading(tmp_path, monkeypatch, use_peft, fails):
+    """Full fine-tuning keeps actor and critic weights plus optimizer states per checkpoint; a LoRA
+    actor and critic only their adapters."""
+    import shutil
+
+    from rlhf_recipes import preflight
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1024))
+    loaded = []
+    monkeypatch.setattr(run_module, "load_stage_dataset", lambda *a, **k: loaded.append(a) or 1 / 0)
+    args = ppo_config(tmp_path, save_strategy="steps", save_steps=1, max_steps=2, critic_use_peft=use_peft)
+    if fails:
+        with pytest.raises(ConfigError, match=r"free but this run needs .*actor: .*critic: "):
+            run_module.run_ppo(ModelArguments(use_peft=use_peft), DataArguments(), args)
+        assert not loaded
+    else:
+        with pytest.raises(ZeroDivisionError):  # got past the preflight to the data
+            run_module.run_ppo(ModelArguments(use_peft=use_peft), DataArguments(), args)
+
+
+@pytest.mark.parametrize(("ptx_data_split", "expected"), [(None, "2,4,4"), ("1,0,0", "1,0,0")])
+def test_ptx_texts_use_their_own_data_split_when_given(tmp_path, monkeypatch, ptx_data_split, expected):
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(data_args, stage):
+        calls.append((data_args.dataset_name, data_args.data_split, stage))
+        if len(calls) == 2:
+            raise Stop
+
+    monkeypatch.setattr(run_module, "load_stage_dataset", record)
+    script = run_module.PPOScriptArguments(ptx_dataset_name="corpus.jsonl", ptx_data_split=ptx_data_split)
+    with pytest.raises(Stop):
+        run_module.run_ppo(ModelArguments(), DataArguments(dataset_name="prompts.jsonl", data_split="2,4,4"),
+                           ppo_config(tmp_path), script)
+    assert calls == [("prompts.jsonl", "2,4,4", "ppo"), ("corpus.jsonl", expected, "sft")]
+
+
 def test_lora_critic_without_lora_settings_fails_before_loading(tmp_path, no_loading):
     with pytest.raises(ConfigError, match="critic_use_peft .* set use_peft: true"):
         run_module.run_ppo(ModelArguments(), DataArguments(), ppo_config(tmp_path, critic_use_peft=True))
