@@ -6,7 +6,7 @@ no trainer around the models: per update it samples the responses with the KV ca
 (`rlhf_recipes.ppo.sampling.sample`, which also gives the old logprobs), runs one reference
 forward, one value forward and the reward over the rollout, then num_ppo_epochs x
 num_mini_batches micro-steps: actor and critic forward + backward on a minibatch slice and one
-plain `torch.optim.Adam` step over both. Every pass does the least arithmetic either trainer
+fused `torch.optim.Adam` step over both. Every pass does the least arithmetic either trainer
 needs: the LM head only on response positions, minibatches trimmed to their own padding. The
 loss is a bare policy-gradient surrogate plus a squared value error (elementwise work on
 B x R tensors, negligible next to the passes). Its rewards do not form a PPO curve and are not
@@ -82,7 +82,8 @@ def main(spec_path: str, out_path: str) -> None:
     torch.manual_seed(spec["seed"])
     tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
     models = (policy, ref.eval(), value, reward)
-    optimizer = torch.optim.Adam([*policy.parameters(), *value.parameters()], lr=spec["learning_rate"])
+    # fused, the kernel both trainers get from transformers' default optimizer (adamw_torch_fused)
+    optimizer = torch.optim.Adam([*policy.parameters(), *value.parameters()], lr=spec["learning_rate"], fused=True)
     config = SamplingConfig(
         max_new_tokens=spec["response_length"], pad_token_id=tokenizer.pad_token_id, temperature=spec["temperature"]
     )
