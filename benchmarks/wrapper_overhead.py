@@ -8,6 +8,9 @@ What is measured
     trainer, metrics/state files, final save);
   - raw: `datasets.load_dataset("json")` -> `trl.SFTTrainer` / `trl.RewardTrainer` ->
     `train()` -> `save_model()` + tokenizer, as a hand-written TRL script would.
+  `eval_split_size=0` on our side: the raw job evaluates nothing, so ours holds out no eval
+  rows and the reward stage skips its held-out evaluation (`eval_rm.json`), as it does for
+  any run without an eval split.
 - Wall and CPU time of the job inside a fresh process after all imports (so import time, which
   is the same libraries either way, is not counted), and the trainer's own `train_runtime`.
   With 1 torch thread, the CPU time is the figure other processes on a shared machine do not
