@@ -23,7 +23,7 @@ How
   drifting load on the shared machine hits all variants alike.
 - `floor` (_floor_worker.py) is no trainer: the bare model work one update needs with the same
   models and shapes (KV-cache sampling, reference, value and reward passes, and the epochs x
-  minibatches of actor + critic forward/backward with plain Adam steps). Any trainer doing the
+  minibatches of actor + critic forward/backward with fused Adam steps). Any trainer doing the
   same arithmetic at the same precision needs at least this time, so if floor / TRL > 0.6 the
   0.6x goal needs less arithmetic than TRL does (fewer epochs, a shared trunk, lower precision).
 - Reported per variant: the median over all timed updates of all repeats (wall and CPU time
@@ -298,7 +298,7 @@ def floor_paragraph(results: dict) -> list[str]:
         "",
         "`floor` is no trainer but the bare model work of one update with the same models and shapes: KV-cache "
         "sampling, one reference, value and reward pass, and the epochs x minibatches of actor + critic "
-        "forward/backward with plain Adam steps (_floor_worker.py). By CPU time: " + "; ".join(found) + ". "
+        "forward/backward with fused Adam steps (_floor_worker.py). By CPU time: " + "; ".join(found) + ". "
         "Where floor / TRL > 0.6, the 0.6x goal cannot be met without doing less arithmetic than TRL "
         "(fewer epochs, a shared actor-critic trunk, lower precision).",
     ]
