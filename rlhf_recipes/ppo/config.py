@@ -10,6 +10,7 @@ This differs from TRL, where `per_device_train_batch_size` was the microbatch an
 was `per_device_train_batch_size * gradient_accumulation_steps`.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -203,6 +204,15 @@ class PPOConfig(TrainingArguments):
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1"):
+            # accelerate wraps one model per DeepSpeed engine and steps only the last one in backward();
+            # on a CPU it would silently fall back to DDP instead
+            raise ConfigError(
+                "The PPO trainer does not run under DeepSpeed (a deepspeed_*.yaml launch config or the deepspeed "
+                "field): it trains two models, actor and critic, each with its own optimizer. Launch PPO with "
+                "accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, and use LoRA/QLoRA (use_peft, "
+                "critic_use_peft) where full fine-tuning would need ZeRO."
+            )
 
     def check_model_positions(self, max_positions: int | None) -> None:
         """Prompt plus response must fit the model's position embeddings."""
