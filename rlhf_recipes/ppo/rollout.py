@@ -119,8 +119,11 @@ class ValueModel(torch.nn.Module):
             use_cache=False,
         )[0]
         head = self.network.score
-        # a 4/16-bit backbone can feed an fp32 head (the LoRA critic's trained copy) outside autocast
-        return head(hidden.to(head.weight.dtype)).squeeze(-1)
+        weight = next(head.parameters(), None)  # None for a parameter-free head (a Python reward)
+        if weight is not None:
+            # a 4/16-bit backbone can feed an fp32 head (the LoRA critic's trained copy) outside autocast
+            hidden = hidden.to(weight.dtype)
+        return head(hidden).squeeze(-1)
 
 
 def sampling_config(args, tokenizer: PreTrainedTokenizerBase, stop_token_ids: list[int]) -> SamplingConfig:

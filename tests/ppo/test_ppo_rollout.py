@@ -3,9 +3,9 @@
 import torch
 from transformers import TrainerControl
 
-from rlhf_recipes.models import build_word_tokenizer
+from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model, build_word_tokenizer
 from rlhf_recipes.ppo import AdaptiveKLCallback, FixedKLCallback, PPOTrainerState
-from rlhf_recipes.ppo.rollout import left_pad, stop_mask, tokenize_prompts
+from rlhf_recipes.ppo.rollout import ValueModel, left_pad, stop_mask, tokenize_prompts
 from rlhf_recipes.rewards import RunningMoments, shape_scores
 
 EOS, PAD = 2, 0
@@ -71,3 +71,18 @@ def test_adaptive_kl_controller_moves_toward_the_target_both_ways():
     # KL 6.6: error 0.1 (inside the clip) -> 0.1 * 1.00064
     assert abs(_after_rollout(controller, 0.1, 6.6) - 0.100064) < 1e-12
     assert _after_rollout(FixedKLCallback(0.05), 0.3, 100.0) == 0.05
+
+
+def test_value_model_reads_a_head_of_any_shape_at_every_position():
+    """A custom head (no `.weight` of its own) in another dtype than the backbone still scores every token."""
+    tokenizer = build_byte_tokenizer()
+    model = build_tiny_model("tiny:opt", tokenizer, "seq-cls").eval()
+    hidden_size = model.config.word_embed_proj_dim
+    model.score = torch.nn.Sequential(torch.nn.Linear(hidden_size, 1)).to(torch.float64)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        values = ValueModel(model)(ids, mask)
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert values.shape == (1, 4) and values.dtype == torch.float64
+    torch.testing.assert_close(values, model.score(hidden.double()).squeeze(-1))
