@@ -204,15 +204,21 @@ class PPOConfig(TrainingArguments):
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1"):
-            # accelerate wraps one model per DeepSpeed engine and steps only the last one in backward();
-            # on a CPU it would silently fall back to DDP instead
-            raise ConfigError(
-                "The PPO trainer does not run under DeepSpeed (a deepspeed_*.yaml launch config or the deepspeed "
-                "field): it trains two models, actor and critic, each with its own optimizer. Launch PPO with "
-                "accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, and use LoRA/QLoRA (use_peft, "
-                "critic_use_peft) where full fine-tuning would need ZeRO."
-            )
+        self.check_launch()
+
+    def check_launch(self) -> None:
+        """PPO runs on one device or with DDP. Under DeepSpeed, accelerate wraps one model per engine and
+        steps only the last prepared one in backward(); FSDP shards the weights and optimizer states that
+        rollouts, checkpoints and saves read whole. On a CPU both would silently fall back to DDP."""
+        launches = (("DeepSpeed", "DEEPSPEED", "deepspeed", "deepspeed_*.yaml"), ("FSDP", "FSDP", "fsdp", "fsdp.yaml"))
+        for name, env, field_name, config_file in launches:
+            if getattr(self, field_name) or os.environ.get(f"ACCELERATE_USE_{env}", "").lower() in ("true", "1"):
+                raise ConfigError(
+                    f"The PPO trainer does not run under {name} (a {config_file} launch config or the {field_name} "
+                    "field): it trains two models, actor and critic, each with its own optimizer, and reads their "
+                    "weights whole. Launch PPO with accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, and "
+                    "use LoRA/QLoRA (use_peft, critic_use_peft) where full fine-tuning would need sharding."
+                )
 
     def check_model_positions(self, max_positions: int | None) -> None:
         """Prompt plus response must fit the model's position embeddings."""
