@@ -23,6 +23,7 @@ EXPECTED = {
     "deepspeed_zero3_offload.yaml": DistributedType.DEEPSPEED,
     "fsdp.yaml": DistributedType.FSDP,
     "multi_node.yaml": DistributedType.DEEPSPEED,
+    "multi_node_ddp.yaml": DistributedType.MULTI_GPU,
 }
 
 
@@ -78,13 +79,14 @@ def test_fsdp_config_builds_an_fsdp2_full_shard_plugin(monkeypatch):
     assert args.num_processes == 8
 
 
-def test_multi_node_config_is_two_machines_with_a_placeholder_address():
-    text = (CONFIGS / "multi_node.yaml").read_text()
+@pytest.mark.parametrize("name", ["multi_node.yaml", "multi_node_ddp.yaml"])
+def test_multi_node_configs_are_two_machines_with_a_placeholder_address(name):
+    text = (CONFIGS / name).read_text()
     assert "--machine_rank 0" in text and "--machine_rank 1" in text
-    args, _ = _launch("multi_node.yaml", "--machine_rank", "1", "--main_process_ip", "10.0.0.1")
+    args, _ = _launch(name, "--machine_rank", "1", "--main_process_ip", "10.0.0.1")
     assert (args.num_machines, args.num_processes, args.nnodes, args.node_rank) == (2, 16, "2", 1)
     assert (args.rdzv_backend, args.rdzv_endpoint) == ("static", "10.0.0.1:29500")
-    assert load_config_from_file(str(CONFIGS / "multi_node.yaml")).main_process_ip == "MAIN_NODE_IP"
+    assert load_config_from_file(str(CONFIGS / name)).main_process_ip == "MAIN_NODE_IP"
 
 
 def test_single_and_multi_gpu_configs_set_their_process_counts():

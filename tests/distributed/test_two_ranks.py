@@ -112,18 +112,31 @@ def test_sft_with_the_deepspeed_zero3_offload_config_saves_whole_weights(tmp_pat
     assert float(sum(p.abs().sum() for p in saved.parameters())) == pytest.approx(rank["checksum"], rel=1e-4)
 
 
-def test_sft_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
-    """multi_node.yaml's two commands (--machine_rank 0 and 1), one rank per "machine", node 0 = 127.0.0.1."""
+def _launch_two_machines(config: str, stages: list, probe_dir: Path) -> dict[str, list[dict]]:
+    """The config's two commands (--machine_rank 0 and 1), one rank per "machine", node 0 = 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    stages = [_sft(tmp_path / "sft")]
-    commands = [_command("multi_node.yaml", stages, tmp_path / "probe", "--machine_rank", rank,
-                         "--main_process_ip", "127.0.0.1", "--main_process_port", port) for rank in ("0", "1")]
+    commands = [_command(config, stages, probe_dir, "--machine_rank", rank, "--main_process_ip", "127.0.0.1",
+                         "--main_process_port", port) for rank in ("0", "1")]
     machines = [_start(command) for command in commands]
     for process, command in zip(machines, commands, strict=True):
         _check(process, command)
+    records = _records(stages, probe_dir)
+    for ranks in records.values():
+        assert [(r["node_rank"], r["local_rank"]) for r in ranks] == [(0, 0), (1, 0)]
+    return records
 
-    ranks = _records(stages, tmp_path / "probe")["sft"]
-    assert [(r["node_rank"], r["local_rank"]) for r in ranks] == [(0, 0), (1, 0)]
+
+def test_sft_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
+    ranks = _launch_two_machines("multi_node.yaml", [_sft(tmp_path / "sft")], tmp_path / "probe")["sft"]
     assert {(r["engine"], r["zero_stage"]) for r in ranks} == {("DeepSpeedEngine", 2)}
+
+
+def test_ppo_with_the_multi_node_ddp_config_as_two_machines_on_localhost(tmp_path):
+    ppo = ["ppo", ["--config", "recipes/opt-1.3b/ppo.yaml", "--sft_model_path", "tiny:opt", "--reward_model_path",
+                   "tiny:opt", "--output_dir", str(tmp_path / "ppo"), "--per_device_train_batch_size", "4",
+                   "--max_prompt_length", "64", "--response_length", "8", *QUICK]]
+    ranks = _launch_two_machines("multi_node_ddp.yaml", [ppo], tmp_path / "probe")["ppo"]
+    assert {(r["distributed_type"], r["engine"]) for r in ranks} == {("MULTI_CPU", "DistributedDataParallel")}
+    assert ranks[0]["world_batch_size"] == 8
