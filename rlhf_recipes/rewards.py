@@ -14,7 +14,8 @@ from contextlib import nullcontext
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .ppo.rollout import Rollout, ValueModel, chunked, is_conversational
+from .models.introspection import max_positions
+from .ppo.rollout import Rollout, ValueModel, chunked, is_conversational, left_pad
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -22,9 +23,12 @@ RewardFunc = Callable[..., list[float | None]]
 class RewardScorer:
     """Score = reward model at the last real token of prompt + response (plus) each reward function.
 
-    With a `reward_tokenizer` different from the policy's, prompts and responses are decoded and
-    re-tokenised for the reward model (chat prompts through its chat template; a plain response
-    that stopped gets the reward tokenizer's EOS, as TRL's RewardTrainer appends it in training).
+    The reward model reads the text as TRL's RewardTrainer trained it. Chat prompts: the chat
+    template over prompt + decoded answer, whose end differs from a rollout cut at its stop token
+    (Qwen's template ends a turn with `<|im_end|>\n`, GLM-4's with nothing, while a GLM-4 rollout
+    stops at `<|user|>`). Plain prompts: the rollout's own tokens, or, with a `reward_tokenizer`
+    different from the policy's, the decoded text re-tokenised, plus the reward tokenizer's EOS
+    after an answer that stopped (TRL appends it in training).
     `reward_context()` is entered around the reward model's passes: with a LoRA critic sharing the
     reward model's weights, it disables the critic's adapter, which leaves the reward model.
     """
@@ -63,7 +67,7 @@ class RewardScorer:
         """Raw scores, one float per row of the rollout (before any shaping)."""
         device = rollout.responses.device
         total = torch.zeros(rollout.responses.shape[0], dtype=torch.float32, device=device)
-        need_text = self.reward_funcs or self.reward_tokenizer is not None
+        need_text = self.reward_funcs or self._rendered(prompts)
         texts = self.decode(rollout) if need_text else None
         if self.reward_model is not None:
             total += self._model_scores(rollout, prompts, texts)
@@ -81,8 +85,12 @@ class RewardScorer:
                 total += torch.tensor([float("nan") if v is None else float(v) for v in values], device=device)
         return total
 
+    def _rendered(self, prompts: list) -> bool:
+        """Whether the reward model reads re-rendered text instead of the rollout's tokens."""
+        return self.reward_model is not None and (self.reward_tokenizer is not None or is_conversational(prompts[0]))
+
     def _model_scores(self, rollout: Rollout, prompts: list, texts: list[str] | None) -> torch.Tensor:
-        if self.reward_tokenizer is None:
+        if not self._rendered(prompts):
             ids, mask, last = rollout.input_ids, rollout.attention_mask, rollout.last_token_index
         else:
             ids, mask = self._retokenize(rollout, prompts, texts)
@@ -96,22 +104,25 @@ class RewardScorer:
             return chunked(score, self.chunk_size, ids, mask, last)
 
     def _retokenize(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chat prompts: the reward tokenizer's chat template over prompt + assistant answer. Plain
+        """Chat prompts: the reward model's chat template over prompt + assistant answer. Plain
         prompts: the whole sequence decoded by the policy tokenizer (which keeps the spacing
-        between prompt and answer right), plus the reward tokenizer's EOS if the answer stopped."""
-        tok = self.reward_tokenizer
+        between prompt and answer right), plus the reward tokenizer's EOS if the answer stopped.
+        Each keeps its last tokens that fit the reward model's positions: the prompt is whole
+        here, where the rollout kept only its last `max_prompt_length` tokens."""
+        tok = self.reward_tokenizer or self.tokenizer
         if is_conversational(prompts[0]):
             full = [tok.apply_chat_template(p + [{"role": "assistant", "content": t}], tokenize=False)
                     for p, t in zip(prompts, texts, strict=True)]
-            enc = tok(full, padding=True, return_tensors="pt", add_special_tokens=False)
+            sequences = tok(full, add_special_tokens=False)["input_ids"]
         else:
             rows = zip(rollout.input_ids, rollout.attention_mask, strict=True)
-            sequences = [row[mask.bool()].tolist() for row, mask in rows]
-            decoded = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+            decoded = self.tokenizer.batch_decode([row[mask.bool()].tolist() for row, mask in rows],
+                                                  skip_special_tokens=True)
             eos = tok.eos_token or ""
-            full = [text + (eos if stop else "") for text, stop in zip(decoded, rollout.has_stop.tolist(), strict=True)]
-            enc = tok(full, padding=True, return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"]
+            sequences = tok([text + (eos if stop else "") for text, stop in zip(decoded, rollout.has_stop.tolist(),
+                                                                                 strict=True)])["input_ids"]
+        limit = max_positions(self.reward_model.network.config)
+        return left_pad([seq[-limit:] if limit else seq for seq in sequences], tok.pad_token_id)
 
 
 def shape_scores(

@@ -5,8 +5,8 @@ from transformers import TrainerControl
 
 from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model, build_word_tokenizer
 from rlhf_recipes.ppo import AdaptiveKLCallback, FixedKLCallback, PPOTrainerState
-from rlhf_recipes.ppo.rollout import ValueModel, left_pad, stop_mask, tokenize_prompts
-from rlhf_recipes.rewards import RunningMoments, shape_scores
+from rlhf_recipes.ppo.rollout import Rollout, ValueModel, left_pad, stop_mask, tokenize_prompts
+from rlhf_recipes.rewards import RewardScorer, RunningMoments, shape_scores
 
 EOS, PAD = 2, 0
 
@@ -86,3 +86,50 @@ def test_value_model_reads_a_head_of_any_shape_at_every_position():
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert values.shape == (1, 4) and values.dtype == torch.float64
     torch.testing.assert_close(values, model.score(hidden.double()).squeeze(-1))
+
+
+def test_chat_rollouts_are_scored_on_the_text_the_reward_model_was_trained_on():
+    """TRL's RewardTrainer scores the chat template over prompt + answer, which ends after the stop
+    token (here the fallback template's `</s>\\n\\n`); a rollout ends at its stop token, or cut off."""
+    tokenizer = build_byte_tokenizer()
+    torch.manual_seed(0)
+    reward_model = build_tiny_model("tiny:opt", tokenizer, "seq-cls").eval()
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "name a colour"}]]
+    answers, stopped = ["yes", "red or blu"], [True, False]
+    prompt_ids, prompt_mask = left_pad(tokenize_prompts(prompts, tokenizer, 64)[0], tokenizer.pad_token_id)
+    rows = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * s
+            for a, s in zip(answers, stopped)]
+    width = max(map(len, rows))
+    responses = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
+    response_mask, has_stop = stop_mask(responses, [tokenizer.eos_token_id])
+    rollout = Rollout([0, 1], prompt_ids, prompt_mask, responses, response_mask, has_stop)
+
+    scores = RewardScorer(tokenizer, reward_model)(rollout, prompts)
+
+    texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
+             for p, a in zip(prompts, answers)]
+    assert all(text.endswith("</s>\n\n") for text in texts)
+    with torch.no_grad():  # one row at a time: HF's own pooling at the last token, no padding involved
+        expected = torch.cat([reward_model(**tokenizer(t, return_tensors="pt", add_special_tokens=False)).logits[:, 0]
+                              for t in texts])
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_rendered_text_longer_than_the_reward_models_positions_keeps_its_end():
+    tokenizer = build_byte_tokenizer()
+    torch.manual_seed(0)
+    reward_model = build_tiny_model("tiny:opt", tokenizer, "seq-cls", {"max_position_embeddings": 40}).eval()
+    prompts = [[{"role": "user", "content": "a long question " * 4}]]
+    prompt_ids, prompt_mask = left_pad(tokenize_prompts(prompts, tokenizer, 16)[0], tokenizer.pad_token_id)
+    responses = torch.tensor([tokenizer("ok", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]])
+    response_mask, has_stop = stop_mask(responses, [tokenizer.eos_token_id])
+    rollout = Rollout([0], prompt_ids, prompt_mask, responses, response_mask, has_stop)
+
+    scores = RewardScorer(tokenizer, reward_model)(rollout, prompts)
+
+    text = tokenizer.apply_chat_template(prompts[0] + [{"role": "assistant", "content": "ok"}], tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 40
+    with torch.no_grad():
+        expected = reward_model(input_ids=torch.tensor([ids[-40:]])).logits[:, 0]
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
