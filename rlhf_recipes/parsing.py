@@ -110,8 +110,9 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 
     Unknown keys, in the YAML or on the command line, and values that do not fit their field's
     type or choices raise `ConfigError` naming each key and where it came from, before any
-    dataclass is built. On the command line, `null` (or `None`) unsets an optional field. Without CUDA, `bf16` defaults to false and
-    `use_cpu` to true (TRL defaults bf16 to true, which fails on a CPU); YAML and flags still win.
+    dataclass is built. On the command line, `null` (or `None`) unsets an optional field. Without
+    CUDA, `bf16` defaults to false and `use_cpu` to true (TRL defaults bf16 to true, which fails on
+    a CPU); YAML and flags still win.
     """
     parser = TrlParser(dataclass_types=list(dataclass_types))
     valid = {action.dest for action in parser._actions if action.dest != "help"}

@@ -5,9 +5,10 @@ Loads the SFT policy (`sft_model_path`, else `model_name_or_path`) and the rewar
 PPO-ptx texts, then trains and saves. Settings that cannot work (a missing step-1/2 directory,
 a LoRA adapter where full weights are needed, prompt + response beyond the model's positions,
 a separate reference model with LoRA, a LoRA critic without LoRA settings, an output_dir that
-cannot be written or cannot hold the checkpoints) fail before any model is loaded. With `critic_use_peft` the reward and critic models load like the policy (4-bit with
-`load_in_4bit`: a LoRA critic trains no base weight); otherwise in full precision. `tiny:<family>` in
-either path builds a random tiny model instead (smoke tests without running steps 1 and 2).
+cannot be written or cannot hold the checkpoints) fail before any model is loaded. With
+`critic_use_peft` the reward and critic models load like the policy (4-bit with `load_in_4bit`: a
+LoRA critic trains no base weight); otherwise in full precision. `tiny:<family>` in either path
+builds a random tiny model instead (smoke tests without running steps 1 and 2).
 """
 
 import dataclasses
