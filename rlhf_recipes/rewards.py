@@ -93,7 +93,7 @@ class RewardScorer:
         if not self._rendered(prompts):
             ids, mask, last = rollout.input_ids, rollout.attention_mask, rollout.last_token_index
         else:
-            ids, mask = self._retokenize(rollout, prompts, texts)
+            ids, mask = self._render(rollout, prompts, texts)
             ids, mask = ids.to(rollout.responses.device), mask.to(rollout.responses.device)
             last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
 
@@ -103,7 +103,7 @@ class RewardScorer:
         with self.reward_context():
             return chunked(score, self.chunk_size, ids, mask, last)
 
-    def _retokenize(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _render(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Chat prompts: the reward model's chat template over prompt + assistant answer. Plain
         prompts: the whole sequence decoded by the policy tokenizer (which keeps the spacing
         between prompt and answer right), plus the reward tokenizer's EOS if the answer stopped.
