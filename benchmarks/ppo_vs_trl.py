@@ -120,12 +120,26 @@ def prepare_workload(workdir: Path, model_sizes: dict, seed: int = 0) -> None:
     (workdir / "prompts.jsonl").write_text("\n".join(lines))
 
 
-def run_variant(variant: str, spec: dict, scratch: Path) -> dict:
+def worker_command(variant: str, spec: dict, scratch: Path) -> tuple[list[str], Path]:
+    """The command that runs `variant`'s worker on `spec` (written to scratch), and its output file."""
     python, worker = WORKERS[variant]
     spec_path, out_path = scratch / f"{variant}-spec.json", scratch / f"{variant}-out.json"
     spec_path.write_text(json.dumps({**spec, "gc": "neutralised" if variant == "trl_gc_neutralised" else "shipped"}))
+    return [python, str(worker), str(spec_path), str(out_path)], out_path
+
+
+def write_results(results_dir: Path, stem: str, results: dict, text: str) -> None:
+    """`<stem>.json` and `<stem>.md` in results_dir; the markdown is also printed."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (results_dir / f"{stem}.md").write_text(text)
+    print(text)
+
+
+def run_variant(variant: str, spec: dict, scratch: Path) -> dict:
+    command, out_path = worker_command(variant, spec, scratch)
     start = time.perf_counter()
-    proc = subprocess.run([python, str(worker), str(spec_path), str(out_path)], capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{variant} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     result = json.loads(out_path.read_text())
@@ -329,10 +343,7 @@ def main() -> None:
             for name in args.configs
         },
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"ppo_vs_trl{args.tag}.json").write_text(json.dumps(results, indent=1))
-    (args.results_dir / f"ppo_vs_trl{args.tag}.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.results_dir, f"ppo_vs_trl{args.tag}", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Needs py-spy (`pip install py-spy`). Writes benchmarks/results/ppo_profile_<conf
 
 import argparse
 import collections
-import json
 import re
 import shutil
 import subprocess
@@ -40,12 +39,11 @@ TRAIN_FRAME = r"^PPOTrainer\.train "
 
 
 def record(variant: str, spec: dict, scratch: Path, rate: int) -> Path:
-    python, worker = bench.WORKERS[variant]
-    spec_path, out_path, raw = scratch / f"{variant}.json", scratch / f"{variant}-out.json", scratch / f"{variant}.raw"
-    spec_path.write_text(json.dumps({**spec, "gc": "neutralised" if variant == "trl_gc_neutralised" else "shipped"}))
-    cmd = [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--rate", str(rate),
-           "--format", "raw", "--output", str(raw), "--", python, str(worker), str(spec_path), str(out_path)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    raw = scratch / f"{variant}.raw"
+    command, _ = bench.worker_command(variant, spec, scratch)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    subprocess.run([py_spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw), "--", *command],
+                   check=True, capture_output=True)
     return raw
 
 
@@ -116,10 +114,7 @@ def main() -> None:
                     updates=args.updates, seed=0, threads=args.threads, max_grad_norm=1.0)
         for variant in ("ours", "trl_gc_neutralised"):
             result[variant] = analyse(record(variant, spec, scratch, args.rate), args.rate, args.updates)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"ppo_profile_{args.config}.json").write_text(json.dumps(result, indent=1))
-    (args.results_dir / f"ppo_profile_{args.config}.md").write_text(markdown(result))
-    print(markdown(result))
+    bench.write_results(args.results_dir, f"ppo_profile_{args.config}", result, markdown(result))
 
 
 if __name__ == "__main__":
