@@ -104,7 +104,8 @@ def train_reward(
     """
     check_init_checkpoint(model_args)
     preflight_stage(model_args, training_args, "seq-cls")
-    return _train_checked(model_args, training_args, train_dataset, eval_dataset, script_args, callbacks)
+    resume_from = resume_checkpoint(training_args)
+    return _train_checked(model_args, training_args, train_dataset, eval_dataset, resume_from, script_args, callbacks)
 
 
 def _train_checked(
@@ -112,12 +113,13 @@ def _train_checked(
     training_args: RewardConfig,
     train_dataset: Dataset,
     eval_dataset: Dataset | None,
+    resume_from: str | None,
     script_args: RewardScriptArguments | None,
     callbacks: list[TrainerCallback] | None = None,
 ) -> tuple[ReliableRewardTrainer, dict | None]:
-    """`train_reward` once the checks have passed (they size a model on the meta device: not twice)."""
+    """`train_reward` once the checks have passed and the checkpoint to resume from is known (the
+    checks size a model on the meta device: not twice)."""
     script_args = script_args or RewardScriptArguments()
-    resume_from = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=training_args.trust_remote_code)
@@ -145,10 +147,10 @@ def run_reward(
     """Step 2 end to end: checks, the reward split of the data, then `train_reward`."""
     check_init_checkpoint(model_args)
     preflight_stage(model_args, training_args, "seq-cls")
-    resume_checkpoint(training_args)
+    resume_from = resume_checkpoint(training_args)  # a bad resume_from_checkpoint fails before the data loads
     splits = load_stage_dataset(data_args, "reward")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
-    return _train_checked(model_args, training_args, splits["train"], eval_dataset, script_args)
+    return _train_checked(model_args, training_args, splits["train"], eval_dataset, resume_from, script_args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

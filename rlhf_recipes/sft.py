@@ -34,7 +34,8 @@ def train_sft(
     Returns the trainer, whose `state.log_history` holds the losses.
     """
     preflight_stage(model_args, training_args, "causal-lm")
-    return _train_checked(model_args, training_args, train_dataset, eval_dataset, callbacks)
+    resume_from = resume_checkpoint(training_args)
+    return _train_checked(model_args, training_args, train_dataset, eval_dataset, resume_from, callbacks)
 
 
 def _train_checked(
@@ -42,10 +43,11 @@ def _train_checked(
     training_args: SFTConfig,
     train_dataset: Dataset,
     eval_dataset: Dataset | None,
+    resume_from: str | None,
     callbacks: list[TrainerCallback] | None = None,
 ) -> ReliableSFTTrainer:
-    """`train_sft` once the preflight checks have passed (they size a model on the meta device: not twice)."""
-    resume_from = resume_checkpoint(training_args)
+    """`train_sft` once the checks have passed and the checkpoint to resume from is known (the checks
+    size a model on the meta device: not twice)."""
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_model(model_args, tokenizer, task="causal-lm", trust_remote_code=training_args.trust_remote_code)
@@ -66,10 +68,10 @@ def _train_checked(
 def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args: SFTConfig) -> ReliableSFTTrainer:
     """Step 1 end to end: checks, the SFT split of the data, then `train_sft`."""
     preflight_stage(model_args, training_args, "causal-lm")
-    resume_checkpoint(training_args)
+    resume_from = resume_checkpoint(training_args)  # a bad resume_from_checkpoint fails before the data loads
     splits = load_stage_dataset(data_args, "sft")
     eval_dataset = splits["eval"] if len(splits["eval"]) else None
-    return _train_checked(model_args, training_args, splits["train"], eval_dataset)
+    return _train_checked(model_args, training_args, splits["train"], eval_dataset, resume_from)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
