@@ -4,7 +4,7 @@
   (batch 2, prompt 256 + exactly 256 new tokens), random init on the GPU; step seconds, the
   rollout's share, peak allocated/reserved GPU memory.
 - zero2: started by `accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml
-  --num_processes 1`; a few SFT steps of a tiny OPT through rlhf_recipes.sft.train_sft, checking
+  --num_processes 1`; a few SFT steps of a tiny OPT through rlhf_recipes.stages.sft.train_sft, checking
   that DeepSpeed ZeRO stage 2 really drove them.
 - qlora: a random-init model of OPT-1.3b's size saved to disk, loaded 4-bit nf4 (bf16 compute)
   with rlhf_recipes.models.load_model, LoRA added, one forward + backward at batch 2 x 512.
@@ -84,7 +84,7 @@ def zero2() -> dict:
     from trl import SFTConfig
 
     from rlhf_recipes.models import ModelArguments
-    from rlhf_recipes.sft import train_sft
+    from rlhf_recipes.stages.sft import train_sft
 
     device = _device()
     rows = [{"prompt": f"max {i % 10} {(i * 7) % 10} =", "completion": f" {max(i % 10, (i * 7) % 10)}"} for i in range(256)]

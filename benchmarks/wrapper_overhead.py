@@ -4,7 +4,7 @@ What is measured
 - The same job both ways: a tiny random-init OPT (`tiny:opt`, byte-level tokenizer), the same
   data file (conversational rows, which our data layer passes through unchanged), the same
   SFTConfig / RewardConfig, `max_steps` optimizer steps, then the final model + tokenizer saved.
-  - ours: `rlhf_recipes.sft.run_sft` / `rlhf_recipes.reward.run_reward` (data layer, loaders,
+  - ours: `rlhf_recipes.stages.sft.run_sft` / `rlhf_recipes.stages.reward.run_reward` (data layer, loaders,
     trainer, metrics/state files, final save);
   - raw: `datasets.load_dataset("json")` -> `trl.SFTTrainer` / `trl.RewardTrainer` ->
     `train()` -> `save_model()` + tokenizer, as a hand-written TRL script would.
@@ -71,8 +71,8 @@ def run_job(stage: str, side: str, data_file: str, output_dir: str, max_steps: i
 
     from rlhf_recipes.data import DataArguments
     from rlhf_recipes.models import ModelArguments, build_byte_tokenizer, build_tiny_model
-    from rlhf_recipes.reward import run_reward
-    from rlhf_recipes.sft import run_sft
+    from rlhf_recipes.stages.reward import run_reward
+    from rlhf_recipes.stages.sft import run_sft
 
     config_cls = SFTConfig if stage == "sft" else RewardConfig
     args = config_cls(output_dir=output_dir, max_steps=max_steps, **COMMON)

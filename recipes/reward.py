@@ -3,7 +3,7 @@
 Multi-process: `accelerate launch [--config_file ...] recipes/reward.py --config ...`. Same as `rlhf-recipes reward`.
 """
 
-from rlhf_recipes.reward import main
+from rlhf_recipes.stages.reward import main
 
 if __name__ == "__main__":
     main()

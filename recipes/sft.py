@@ -3,7 +3,7 @@
 Multi-process: `accelerate launch [--config_file ...] recipes/sft.py --config ...`. Same as `rlhf-recipes sft`.
 """
 
-from rlhf_recipes.sft import main
+from rlhf_recipes.stages.sft import main
 
 if __name__ == "__main__":
     main()

@@ -5,16 +5,16 @@ import sys
 
 # subcommand -> (module with a `main(argv)` function, one-line help)
 COMMANDS = {
-    "sft": ("rlhf_recipes.sft", "Step 1: supervised fine-tuning (trl.SFTTrainer)."),
-    "reward": ("rlhf_recipes.reward", "Step 2: pairwise reward model (trl.RewardTrainer) + RM evaluation."),
-    "eval-rm": ("rlhf_recipes.reward_eval", "Score chosen vs rejected answers with a reward model."),
+    "sft": ("rlhf_recipes.stages.sft", "Step 1: supervised fine-tuning (trl.SFTTrainer)."),
+    "reward": ("rlhf_recipes.stages.reward", "Step 2: pairwise reward model (trl.RewardTrainer) + RM evaluation."),
+    "eval-rm": ("rlhf_recipes.stages.reward_eval", "Score chosen vs rejected answers with a reward model."),
     "ppo": ("rlhf_recipes.ppo.run", "Step 3: PPO(-ptx) against the reward model."),
-    "pipeline": ("rlhf_recipes.pipeline", "Run the stages of a pipeline YAML in order."),
+    "pipeline": ("rlhf_recipes.pipeline.runner", "Run the stages of a pipeline YAML in order."),
     "demo": ("rlhf_recipes.demo.run", "The offline CPU demo: all of RLHF on a checkable toy task."),
     "report": ("rlhf_recipes.report.build", "Build report.html/report.md for a run directory."),
-    "generate": ("rlhf_recipes.chat", "Generate completions for prompts with any stage's model."),
-    "chat": ("rlhf_recipes.chat", "Talk to any stage's model in the terminal."),
-    "make-pairs": ("rlhf_recipes.data.make_pairs", "Preference pairs whose rejected answer comes from a model."),
+    "generate": ("rlhf_recipes.tools.chat", "Generate completions for prompts with any stage's model."),
+    "chat": ("rlhf_recipes.tools.chat", "Talk to any stage's model in the terminal."),
+    "make-pairs": ("rlhf_recipes.tools.make_pairs", "Preference pairs whose rejected answer comes from a model."),
 }
 
 

@@ -9,14 +9,15 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from trl import RewardConfig, SFTConfig
 
-from rlhf_recipes import reward, sft
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
 from rlhf_recipes.data import DataArguments
-from rlhf_recipes.hub import CARD_NAME, CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
+from rlhf_recipes.artifacts.hub import CARD_NAME, CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
 from rlhf_recipes.ppo import run as ppo_run
 from rlhf_recipes.ppo.trainer import LOG_FILE
-from rlhf_recipes.reward import EVAL_REPORT_NAME
-from rlhf_recipes.saving import save_model_and_tokenizer
+from rlhf_recipes.stages.reward import EVAL_REPORT_NAME
+from rlhf_recipes.artifacts.saving import save_model_and_tokenizer
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 
 from rlhf_recipes.cli import main as cli_main
 from rlhf_recipes.data import DataArguments, DataError, load_stage_dataset
-from rlhf_recipes.data.make_pairs import MakePairsArguments, make_pairs
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.tools.make_pairs import MakePairsArguments, make_pairs
+from rlhf_recipes.config.parsing import ConfigError
 
 ALPACA_ZH = "llamafactory_alpaca_zh_demo.json"
 
@@ -70,7 +70,7 @@ def test_pairs_come_from_the_requested_part_disjoint_from_sft(pairs_file, shared
 def test_answers_equal_to_the_demonstration_are_skipped_and_counted(tiny_dir, tmp_path, monkeypatch):
     data = tmp_path / "sft.jsonl"
     data.write_text(json.dumps({"prompt": "你好", "completion": "同样的回答"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    monkeypatch.setattr("rlhf_recipes.data.make_pairs.generate_answers", lambda model, tok, prompts, args: ["同样的回答"])
+    monkeypatch.setattr("rlhf_recipes.tools.make_pairs.generate_answers", lambda model, tok, prompts, args: ["同样的回答"])
     args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(data), output=str(tmp_path / "out.jsonl"),
                               max_prompt_length=64, max_new_tokens=8)
     assert make_pairs(args) == {"skipped_same_as_chosen": 1}

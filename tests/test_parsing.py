@@ -2,7 +2,7 @@ import pytest
 from trl import SFTConfig
 
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.parsing import ConfigError, parse_args
+from rlhf_recipes.config.parsing import ConfigError, parse_args
 
 
 def test_yaml_values_are_overridden_by_flags(tmp_path):

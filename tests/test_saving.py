@@ -4,7 +4,7 @@ from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
-from rlhf_recipes.saving import MERGED_SUBDIR, save_model_and_tokenizer
+from rlhf_recipes.artifacts.saving import MERGED_SUBDIR, save_model_and_tokenizer
 
 
 def _tiny(base_dir=None):

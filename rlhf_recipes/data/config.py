@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from rlhf_recipes.data.adapters import ADAPTERS
 from rlhf_recipes.data.splits import parse_data_split
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 
 FORMATS = ("auto", *ADAPTERS)
 

@@ -7,7 +7,7 @@ from datasets import Dataset, DatasetDict
 from rlhf_recipes.data.errors import DataError
 from rlhf_recipes.data.stages import STAGES
 from rlhf_recipes.data.tables import shuffled_order, take
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 
 
 def parse_data_split(spec: str) -> tuple[float, float, float]:

@@ -10,7 +10,7 @@ import argparse
 import copy
 from collections.abc import Sequence
 
-from ..pipeline import add_run_options, quiet_library_progress_bars, run_pipeline, spec_from_dict
+from ..pipeline.runner import add_run_options, quiet_library_progress_bars, run_pipeline, spec_from_dict
 
 _COMMON = {
     "per_device_train_batch_size": 64,

@@ -1,4 +1,4 @@
-"""What a PPO checkpoint holds beyond `rlhf_recipes.checkpointing` (staging, COMPLETE marker,
+"""What a PPO checkpoint holds beyond `rlhf_recipes.artifacts.checkpointing` (staging, COMPLETE marker,
 `latest` pointer, rotation and resume rules, shared with SFT and the reward model).
 
 Layout of `output_dir/checkpoint-<step>/`: `actor/` (model or LoRA adapter, save_pretrained),
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..parsing import ConfigError
+from ..config.parsing import ConfigError
 
 
 def save_rng_state(path: str, rank: int) -> None:

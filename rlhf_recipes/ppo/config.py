@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..parsing import ConfigError
+from ..config.parsing import ConfigError
 
 KL_ESTIMATORS = ("k1", "k3")
 

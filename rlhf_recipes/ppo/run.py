@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 from transformers import set_seed
 
-from .. import hub
+from ..artifacts import hub
 from ..data import DataArguments, load_stage_dataset
 from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
 from ..models.introspection import bytes_per_parameter, max_positions, model_config, parameter_count
-from ..parsing import ConfigError, parse_args
-from ..preflight import check_model_args, check_output_dir, estimate_run_bytes, kept_checkpoints
-from ..saving import MERGED_SUBDIR
+from ..config.parsing import ConfigError, parse_args
+from ..config.preflight import check_model_args, check_output_dir, estimate_run_bytes, kept_checkpoints
+from ..artifacts.saving import MERGED_SUBDIR
 from .config import PPOConfig
 from .trainer import PPOTrainer
 
@@ -104,7 +104,7 @@ def check_ppo_config(model_args: ModelArguments, args: PPOConfig) -> str:
 
 
 def preflight_ppo(model_args: ModelArguments, args: PPOConfig, policy_path: str) -> None:
-    """The checks every stage runs (`rlhf_recipes.preflight`), before data or weights: contradictory
+    """The checks every stage runs (`rlhf_recipes.config.preflight`), before data or weights: contradictory
     model options, prompt + response beyond the policy's positions, and an output_dir that cannot be
     written or cannot hold the checkpoints (actor and critic, each with its optimizer states, or only
     their adapters with LoRA)."""

@@ -27,9 +27,10 @@ from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import TrainOutput, set_seed
 
-from .. import checkpointing, hub
-from .. import rewards as scoring
-from ..parsing import ConfigError
+from ..artifacts import checkpointing
+from ..artifacts import hub
+from . import scoring
+from ..config.parsing import ConfigError
 from . import checkpoint
 from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
 from .config import PPOConfig
@@ -107,7 +108,7 @@ class PPOTrainer:
             with the adapter disabled (one copy of the reward model's weights, LLaMA-Factory).
         reward_model: scalar reward model, read at the last real token of prompt + response.
         reward_funcs: Python callables `(prompts, completions, **kwargs) -> list[float]`, summed
-            with the reward model's score (see `rlhf_recipes.rewards`).
+            with the reward model's score (see `rlhf_recipes.ppo.scoring`).
         train_dataset: rows with a `prompt` (string or chat messages); other columns reach the
             reward functions as keyword arguments.
         eval_dataset: prompts scored with greedy decoding by `evaluate()` (on eval_strategy).
@@ -746,7 +747,7 @@ class PPOTrainer:
         A LoRA critic (`critic_use_peft`) is saved as its adapter plus its `score` head; reload it on
         the model it was trained on: `PeftModel.from_pretrained(AutoModelForSequenceClassification.
         from_pretrained(reward_model_path, num_labels=1), output_dir / "critic")`."""
-        from ..saving import save_model_and_tokenizer
+        from ..artifacts.saving import save_model_and_tokenizer
 
         output_dir = output_dir or self.args.output_dir
         if self.accelerator.is_main_process:
@@ -761,7 +762,7 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _write_model_card(self, output_dir: str) -> None:
-        """`rlhf_recipes.hub`'s card: models, key hyper-parameters, first/last PPO metrics from the log."""
+        """`rlhf_recipes.artifacts.hub`'s card: models, key hyper-parameters, first/last PPO metrics from the log."""
         args = self.args
         base = self.unwrapped_actor.get_base_model() if self.is_peft else self.unwrapped_actor
         keys = hub.COMMON_KEYS + hub.STAGE_KEYS["ppo"]
@@ -779,7 +780,7 @@ class PPOTrainer:
 
     def push_to_hub(self, commit_message: str = "End of training", revision: str | None = None):
         """Upload output_dir (checkpoints left out) to `hub_model_id` (default: output_dir's name)
-        with `rlhf_recipes.hub.push_to_hub`; only the main process uploads."""
+        with `rlhf_recipes.artifacts.hub.push_to_hub`; only the main process uploads."""
         if not self.accelerator.is_main_process:
             return None
         args = self.args

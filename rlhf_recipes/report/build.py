@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .plots import plot_lm_loss, plot_ppo, plot_reward, plot_stage_bars
 from .render import Section, render_html, render_markdown, render_text_table
-from .run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, RunArtifacts, load_run
+from ..artifacts.run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, RunArtifacts, load_run
 from .sections import (
     STAGE_LABELS,
     curves_section,

@@ -6,7 +6,7 @@ import math
 import yaml
 
 from .render import FAIL_MARK, PASS_MARK, Image, Preformatted, Section, Table, Text
-from .run_dir import STAGE_TITLES, RunArtifacts
+from ..artifacts.run_dir import STAGE_TITLES, RunArtifacts
 
 # (column label, metric key, format); the first list for runs with a gold metric.
 GOLD_COLUMNS = [

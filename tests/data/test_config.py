@@ -6,7 +6,7 @@ import pytest
 
 from rlhf_recipes.data import DataArguments
 from rlhf_recipes.data.config import FORMATS
-from rlhf_recipes.parsing import ConfigError, parse_args
+from rlhf_recipes.config.parsing import ConfigError, parse_args
 
 
 @pytest.mark.parametrize(

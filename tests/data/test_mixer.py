@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlhf_recipes.data import DataArguments, DataError, build_stage_dataset, load_stage_dataset
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 
 ALL_FOR_PPO = dict(data_split="0,0,1", eval_split_size=0)
 

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, set_seed
 
-from rlhf_recipes.chat import Generator, _chat_loop, load_for_generation, main, template_usable
+from rlhf_recipes.tools.chat import Generator, _chat_loop, load_for_generation, main, template_usable
 from rlhf_recipes.cli import main as cli_main
 from rlhf_recipes.demo.task import VOCABULARY
 from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model, build_word_tokenizer

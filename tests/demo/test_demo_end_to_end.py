@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from rlhf_recipes.chat import main as chat_main
+from rlhf_recipes.tools.chat import main as chat_main
 from rlhf_recipes.demo.run import DEMO_PIPELINE
-from rlhf_recipes.pipeline import run_pipeline, spec_from_dict
+from rlhf_recipes.pipeline.runner import run_pipeline, spec_from_dict
 from rlhf_recipes.report.build import main as report_main
 
 

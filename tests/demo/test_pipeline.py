@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-from rlhf_recipes import pipeline
-from rlhf_recipes.parsing import ConfigError
-from rlhf_recipes.pipeline import Pipeline, load_spec, spec_from_dict
+from rlhf_recipes.pipeline import runner as pipeline
+from rlhf_recipes.config.parsing import ConfigError
+from rlhf_recipes.pipeline.runner import Pipeline, load_spec, spec_from_dict
 
 ORDER = ["data", "pretrain", "sft", "reward", "select", "ppo", "evaluate"]
 

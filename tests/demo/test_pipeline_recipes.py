@@ -10,11 +10,11 @@ from trl import RewardConfig, SFTConfig
 from rlhf_recipes.data import DataArguments
 from rlhf_recipes.demo.run import DEMO_PIPELINE
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.parsing import parse_args
-from rlhf_recipes.pipeline import Resolver, load_spec
+from rlhf_recipes.config.parsing import parse_args
+from rlhf_recipes.pipeline.runner import Resolver, load_spec
 from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo.run import PPOScriptArguments
-from rlhf_recipes.reward import RewardScriptArguments
+from rlhf_recipes.stages.reward import RewardScriptArguments
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PARSERS = {

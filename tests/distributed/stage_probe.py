@@ -17,7 +17,8 @@ import sys
 import torch
 import transformers
 
-from rlhf_recipes import reward, sft
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
 from rlhf_recipes.ppo import PPOTrainer
 from rlhf_recipes.ppo import run as ppo_run
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel
 
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 from rlhf_recipes.ppo import PPOTrainer
 from rlhf_recipes.ppo.rollout import ValueModel
-from rlhf_recipes.rewards import RewardScorer
+from rlhf_recipes.ppo.scoring import RewardScorer
 
 POLICY_LORA = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 from rlhf_recipes.ppo import PPOTrainer
-from rlhf_recipes.checkpointing import MARKER, latest_checkpoint, resolve_resume
+from rlhf_recipes.artifacts.checkpointing import MARKER, latest_checkpoint, resolve_resume
 
 
 def read_log(output_dir):

@@ -6,7 +6,7 @@ from transformers import TrainerControl
 from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model, build_word_tokenizer
 from rlhf_recipes.ppo import AdaptiveKLCallback, FixedKLCallback, PPOTrainerState
 from rlhf_recipes.ppo.rollout import Rollout, ValueModel, left_pad, stop_mask, tokenize_prompts
-from rlhf_recipes.rewards import RewardScorer, RunningMoments, shape_scores
+from rlhf_recipes.ppo.scoring import RewardScorer, RunningMoments, shape_scores
 
 EOS, PAD = 2, 0
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from rlhf_recipes.data import DataArguments
 from rlhf_recipes.models import ModelArguments, build_tiny_model, load_tokenizer
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo import run as run_module
 
@@ -84,7 +84,7 @@ def test_checkpoints_that_cannot_fit_on_disk_fail_before_loading(tmp_path, monke
     actor and critic only their adapters."""
     import shutil
 
-    from rlhf_recipes import preflight
+    from rlhf_recipes.config import preflight
 
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1024))
     loaded = []

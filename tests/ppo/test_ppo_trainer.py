@@ -13,9 +13,9 @@ from transformers import OPTForSequenceClassification
 
 from rlhf_recipes.models import build_byte_tokenizer
 from rlhf_recipes.ppo import NonFiniteError, PPOTrainer, PtxCallback
-from rlhf_recipes import hub
-from rlhf_recipes.checkpointing import MARKER, latest_checkpoint
-from rlhf_recipes.rewards import RewardScorer
+from rlhf_recipes.artifacts import hub
+from rlhf_recipes.artifacts.checkpointing import MARKER, latest_checkpoint
+from rlhf_recipes.ppo.scoring import RewardScorer
 
 
 def read_log(output_dir, name="ppo_log.jsonl"):

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from trl import RewardConfig, SFTConfig
 
-from rlhf_recipes import reward, sft
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
 from rlhf_recipes.data import DataArguments
-from rlhf_recipes.data.make_pairs import MakePairsArguments, make_pairs
+from rlhf_recipes.tools.make_pairs import MakePairsArguments, make_pairs
 from rlhf_recipes.models import ModelArguments, is_tiny, peft_config_for
-from rlhf_recipes.parsing import parse_args
+from rlhf_recipes.config.parsing import parse_args
 from rlhf_recipes.ppo import run as ppo_run
 from rlhf_recipes.ppo.config import PPOConfig
 from rlhf_recipes.ppo.trainer import LOG_FILE

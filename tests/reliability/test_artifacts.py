@@ -10,9 +10,9 @@ from trl import RewardConfig, SFTConfig
 
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.ppo import PPOConfig, PPOTrainer
-from rlhf_recipes.reward import train_reward
-from rlhf_recipes.saving import MERGED_SUBDIR
-from rlhf_recipes.sft import train_sft
+from rlhf_recipes.stages.reward import train_reward
+from rlhf_recipes.artifacts.saving import MERGED_SUBDIR
+from rlhf_recipes.stages.sft import train_sft
 
 from reliability_helpers import CPU
 

@@ -1,11 +1,11 @@
-"""Checkpoint conventions (`rlhf_recipes.checkpointing`) and the HF Trainer stages that follow them."""
+"""Checkpoint conventions (`rlhf_recipes.artifacts.checkpointing`) and the HF Trainer stages that follow them."""
 
 import pytest
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig
 
-from rlhf_recipes.checkpointing import (
+from rlhf_recipes.artifacts.checkpointing import (
     LATEST,
     MARKER,
     commit,
@@ -16,8 +16,8 @@ from rlhf_recipes.checkpointing import (
     staging_dir,
 )
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.parsing import ConfigError
-from rlhf_recipes.sft import train_sft
+from rlhf_recipes.config.parsing import ConfigError
+from rlhf_recipes.stages.sft import train_sft
 
 from reliability_helpers import CPU, read_jsonl
 

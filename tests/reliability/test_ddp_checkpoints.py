@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_recipes.checkpointing import MARKER, complete_checkpoints
+from rlhf_recipes.artifacts.checkpointing import MARKER, complete_checkpoints
 
 from reliability_helpers import REPO_ROOT, read_jsonl
 

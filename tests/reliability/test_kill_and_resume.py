@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from rlhf_recipes import reward, sft
-from rlhf_recipes.checkpointing import MARKER, latest_checkpoint
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
+from rlhf_recipes.artifacts.checkpointing import MARKER, latest_checkpoint
 from rlhf_recipes.ppo import run as ppo_run
 
 from reliability_helpers import read_jsonl, run_until_killed, weights

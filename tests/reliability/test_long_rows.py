@@ -9,9 +9,9 @@ from trl import RewardConfig, SFTConfig
 
 from rlhf_recipes.data import DataArguments, DataError
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.reward import run_reward
-from rlhf_recipes.reward_eval import encode_pair
-from rlhf_recipes.sft import train_sft
+from rlhf_recipes.stages.reward import run_reward
+from rlhf_recipes.stages.reward_eval import encode_pair
+from rlhf_recipes.stages.sft import train_sft
 
 from reliability_helpers import CPU
 

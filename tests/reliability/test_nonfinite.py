@@ -9,9 +9,9 @@ from transformers import TrainerCallback
 from trl import RewardConfig, SFTConfig
 
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.reward import train_reward
-from rlhf_recipes.sft import train_sft
-from rlhf_recipes.trainers import NonFiniteLossError
+from rlhf_recipes.stages.reward import train_reward
+from rlhf_recipes.stages.sft import train_sft
+from rlhf_recipes.stages.trainers import NonFiniteLossError
 
 from reliability_helpers import CPU
 

@@ -8,10 +8,13 @@ import pytest
 import yaml
 from transformers import GPT2Config
 
-from rlhf_recipes import cli, preflight, reward, sft
+from rlhf_recipes import cli
+from rlhf_recipes.config import preflight
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.models.introspection import max_positions, model_config, parameter_count
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 from rlhf_recipes.ppo import run as ppo_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from rlhf_recipes.models import FALLBACK_CHAT_TEMPLATE, ModelArguments, build_by
 from rlhf_recipes.models import load_model, load_tokenizer
 from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo.run import run_ppo
-from rlhf_recipes.sft import train_sft
+from rlhf_recipes.stages.sft import train_sft
 
 from reliability_helpers import CPU, read_jsonl
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_recipes.report.build import build_report, format_summary, main
-from rlhf_recipes.report.run_dir import load_run, read_jsonl
+from rlhf_recipes.artifacts.run_dir import load_run, read_jsonl
 
 STAGES = {
     "pretrained": {"greedy_accuracy": 0.31, "greedy_accuracy_hard": 0.05, "sampled_accuracy": 0.2,

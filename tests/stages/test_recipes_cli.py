@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_recipes import cli, reward, sft
+from rlhf_recipes import cli
+from rlhf_recipes.stages import reward
+from rlhf_recipes.stages import sft
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
-from rlhf_recipes.parsing import ConfigError
+from rlhf_recipes.config.parsing import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

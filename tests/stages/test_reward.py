@@ -10,9 +10,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import RewardConfig
 
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.parsing import ConfigError
-from rlhf_recipes.reward import EVAL_REPORT_NAME, check_init_checkpoint, train_reward
-from rlhf_recipes.reward_eval import evaluate_reward_model, load_reward_model
+from rlhf_recipes.config.parsing import ConfigError
+from rlhf_recipes.stages.reward import EVAL_REPORT_NAME, check_init_checkpoint, train_reward
+from rlhf_recipes.stages.reward_eval import evaluate_reward_model, load_reward_model
 
 
 def _toy_pairs(count: int, seed: int) -> list[dict]:

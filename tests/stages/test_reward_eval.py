@@ -6,7 +6,7 @@ from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
 from rlhf_recipes.models import ModelArguments, build_byte_tokenizer, load_model, load_tokenizer
-from rlhf_recipes.reward_eval import encode_pair, evaluate_reward_model, format_report
+from rlhf_recipes.stages.reward_eval import encode_pair, evaluate_reward_model, format_report
 
 # (chosen score, rejected score) per pair; hand-computed summary below.
 SCORES = [(4.0, 1.0), (0.0, 2.0), (1.5, -0.5), (0.5, 0.5)]

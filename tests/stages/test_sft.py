@@ -8,12 +8,12 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
-from rlhf_recipes.checkpointing import MARKER
+from rlhf_recipes.artifacts.checkpointing import MARKER
 from rlhf_recipes.models import ModelArguments
-from rlhf_recipes.parsing import ConfigError
-from rlhf_recipes.saving import MERGED_SUBDIR
-from rlhf_recipes.sft import train_sft
-from rlhf_recipes.training_defaults import resume_checkpoint
+from rlhf_recipes.config.parsing import ConfigError
+from rlhf_recipes.artifacts.saving import MERGED_SUBDIR
+from rlhf_recipes.stages.sft import train_sft
+from rlhf_recipes.stages.train_and_save import resume_checkpoint
 
 # Eight fixed demonstrations: a tiny model can start memorising them within a few steps.
 COLOURS = ["red", "blue", "green", "red", "blue", "green", "red", "blue"]

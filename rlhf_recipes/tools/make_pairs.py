@@ -35,7 +35,7 @@ from rlhf_recipes.data.report import DataReport
 from rlhf_recipes.data.splits import stage_part
 from rlhf_recipes.data.stages import STAGES, project
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
-from rlhf_recipes.parsing import ConfigError, parse_args
+from rlhf_recipes.config.parsing import ConfigError, parse_args
 
 
 @dataclass

@@ -18,9 +18,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import is_conversational
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from .data import DataArguments, load_stage_dataset
-from .models import ModelArguments, load_model, load_tokenizer
-from .parsing import parse_args
+from ..data import DataArguments, load_stage_dataset
+from ..models import ModelArguments, load_model, load_tokenizer
+from ..config.parsing import parse_args
 
 DISPLAY_CHARS = 160
 

@@ -3,8 +3,8 @@
 Thin by design: arguments -> tokenizer + model -> `SFTTrainer` -> train -> save. The final
 `output_dir` reloads with `AutoModelForCausalLM.from_pretrained` (or, for LoRA,
 `AutoPeftModelForCausalLM`; `merge_lora: true` also writes `output_dir/merged`). Checks that need
-no weights (`rlhf_recipes.preflight`) run first; checkpoints are atomic and the data order is
-logged (`rlhf_recipes.trainers`).
+no weights (`rlhf_recipes.config.preflight`) run first; checkpoints are atomic and the data order is
+logged (`rlhf_recipes.stages.trainers`).
 """
 
 from collections.abc import Sequence
@@ -13,13 +13,13 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig
 
-from . import hub
-from .data import DataArguments, load_stage_dataset
-from .models import ModelArguments, load_model, load_tokenizer, peft_config_for
-from .parsing import parse_args
-from .preflight import preflight_stage
+from ..artifacts import hub
+from ..data import DataArguments, load_stage_dataset
+from ..models import ModelArguments, load_model, load_tokenizer, peft_config_for
+from ..config.parsing import parse_args
+from ..config.preflight import preflight_stage
 from .trainers import ReliableSFTTrainer
-from .training_defaults import resume_checkpoint, run_training, save_final
+from .train_and_save import resume_checkpoint, run_training, save_final
 
 
 def train_sft(

@@ -9,8 +9,8 @@ import shutil
 
 from transformers import TrainingArguments
 
-from .models import ModelArguments
-from .models.introspection import bytes_per_parameter, max_positions, model_config, parameter_count
+from ..models import ModelArguments
+from ..models.introspection import bytes_per_parameter, max_positions, model_config, parameter_count
 from .parsing import ConfigError
 
 OPTIMIZER_FACTOR = 2  # AdamW keeps two moments per trained weight, in the weights' dtype

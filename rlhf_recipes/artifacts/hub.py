@@ -116,7 +116,7 @@ def _short(text, limit: int = 120) -> str:
 
 
 def _rm_eval_section(output_dir: Path) -> list[str]:
-    from .reward import EVAL_REPORT_NAME
+    from ..stages.reward import EVAL_REPORT_NAME
 
     report = _read_json(output_dir / EVAL_REPORT_NAME)
     if report is None:
@@ -138,7 +138,7 @@ def _rm_eval_section(output_dir: Path) -> list[str]:
 
 
 def _ppo_section(output_dir: Path) -> list[str]:
-    from .ppo.trainer import LOG_FILE
+    from ..ppo.trainer import LOG_FILE
 
     records = [r for r in _read_jsonl(output_dir / LOG_FILE) if "objective/scores" in r]
     if not records:
@@ -245,7 +245,7 @@ def push_to_hub(
     except Exception as err:
         raise RuntimeError(
             f"Pushing {output_dir!r} to the Hub repository {repo_id!r} failed: {err}. The model is saved locally in "
-            f"{output_dir!r}; push it again with rlhf_recipes.hub.push_to_hub."
+            f"{output_dir!r}; push it again with rlhf_recipes.artifacts.hub.push_to_hub."
         ) from err
 
 

@@ -102,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
     """`argv[0]` is "chat" or "generate" (as the CLI passes it); the rest are the options."""
     command, rest = argv[0], list(argv[1:])
     if command not in ("chat", "generate"):
-        raise ValueError(f"rlhf_recipes.chat.main expects 'chat' or 'generate' first, got {command!r}.")
+        raise ValueError(f"rlhf_recipes.tools.chat.main expects 'chat' or 'generate' first, got {command!r}.")
     args = _parser(command).parse_args(rest)
     model, tokenizer = load_for_generation(args.model_name_or_path)
     use_template = template_usable(tokenizer) if args.chat_template == "auto" else args.chat_template == "yes"

@@ -2,12 +2,12 @@
 
 The HF Trainer already saves and restores model, optimizer, scheduler, RNG and data position;
 `ReliableTrainerMixin` adds only what it lacks:
-- atomic checkpoints (`rlhf_recipes.checkpointing`): the Trainer writes each checkpoint into a
+- atomic checkpoints (`rlhf_recipes.artifacts.checkpointing`): the Trainer writes each checkpoint into a
   staging directory, which is marked complete and renamed only once every process has finished;
   rotation counts complete checkpoints only; resuming a finished run trains no extra step;
 - a stop with a clear error, before the optimizer step, when the gradient norm is not finite
   (a NaN/inf loss or an overflow), instead of `logging_nan_inf_filter` hiding it from the logs;
-- `data_order.jsonl` (`rlhf_recipes.data_order`), the samples of each step;
+- `data_order.jsonl` (`rlhf_recipes.artifacts.data_order`), the samples of each step;
 - counted, logged drops of rows TRL filters for length, and an error when none are left.
 """
 
@@ -21,9 +21,9 @@ from datasets import Dataset
 from transformers.trainer import TRAINER_STATE_NAME
 from trl import RewardTrainer, SFTTrainer
 
-from . import checkpointing
-from .data.errors import DataError
-from .data_order import DataOrderLog
+from ..artifacts import checkpointing
+from ..data.errors import DataError
+from ..artifacts.data_order import DataOrderLog
 
 logger = logging.getLogger("rlhf_recipes")
 

@@ -15,7 +15,7 @@ import re
 import shutil
 from collections.abc import Iterable
 
-from .parsing import ConfigError
+from ..config.parsing import ConfigError
 
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import yaml
 
-from .parsing import ConfigError, parse_args
+from ..config.parsing import ConfigError, parse_args
 
 MARKER = "pipeline_done.json"
 CONFIGS_DIR = "configs"
@@ -133,9 +133,9 @@ def _run_pretrain(config: str) -> None:
     from datasets import Dataset
     from trl import SFTConfig
 
-    from .data import DataArguments, load_stage_dataset
-    from .models import ModelArguments
-    from .sft import train_sft
+    from ..data import DataArguments, load_stage_dataset
+    from ..models import ModelArguments
+    from ..stages.sft import train_sft
 
     model_args, data_args, training_args = parse_args([ModelArguments, DataArguments, SFTConfig], ["--config", config])
     rows = load_stage_dataset(data_args, "sft")["train"]
@@ -144,19 +144,19 @@ def _run_pretrain(config: str) -> None:
 
 
 def _run_sft(config: str) -> None:
-    from .sft import main
+    from ..stages.sft import main
 
     main(["--config", config])
 
 
 def _run_reward(config: str) -> None:
-    from .reward import main
+    from ..stages.reward import main
 
     main(["--config", config])
 
 
 def _run_ppo(config: str) -> None:
-    from .ppo.run import main
+    from ..ppo.run import main
 
     main(["--config", config])
 
@@ -172,7 +172,7 @@ STAGE_COMMANDS = {"sft": "rlhf-recipes sft", "reward": "rlhf-recipes reward", "p
 
 
 def _select(spec: PipelineSpec, settings: dict) -> dict:
-    from .demo.evaluation import load_prompts, select_sft_checkpoint
+    from ..demo.evaluation import load_prompts, select_sft_checkpoint
 
     prompts = load_prompts(settings["dataset_name"], settings["num_prompts"], settings["data_split"])
     return select_sft_checkpoint(
@@ -182,7 +182,7 @@ def _select(spec: PipelineSpec, settings: dict) -> dict:
 
 
 def _evaluate(spec: PipelineSpec, settings: dict) -> dict:
-    from .demo.evaluation import evaluate_stages, load_prompts
+    from ..demo.evaluation import evaluate_stages, load_prompts
 
     prompts = load_prompts(settings["dataset_name"], settings["num_prompts"], settings["data_split"])
     return evaluate_stages(
@@ -192,8 +192,8 @@ def _evaluate(spec: PipelineSpec, settings: dict) -> dict:
 
 
 def _write_data(spec: PipelineSpec, settings: dict) -> None:
-    from .demo.files import write_task_files
-    from .demo.task import TaskSettings
+    from ..demo.files import write_task_files
+    from ..demo.task import TaskSettings
 
     task = dict(settings["demo_task"])
     if "data_split" in task:
@@ -237,7 +237,7 @@ class Resolver:
         return self.run_dir / stage
 
     def _demo_file(self, name: str) -> str:
-        from .demo.files import FILES
+        from ..demo.files import FILES
 
         return str(self.data_dir / FILES[name])
 
@@ -259,7 +259,7 @@ class Resolver:
         return settings
 
     def _demo_data(self, stage: str) -> dict:
-        from .demo.files import TOKENIZER_DIR
+        from ..demo.files import TOKENIZER_DIR
 
         if stage == "pretrain":
             return {"dataset_name": self._demo_file("corpus"), "data_split": "1,0,0",
@@ -454,7 +454,7 @@ class Pipeline:
 
 def run_pipeline(spec: PipelineSpec, overwrite: bool = False, command: str | None = None) -> Path:
     """Run the pipeline, build the report, print the one-screen summary; returns the run directory."""
-    from .report import build_report, format_summary
+    from ..report import build_report, format_summary
 
     run_dir = Pipeline(spec, overwrite, command).run()
     built = build_report(run_dir)

@@ -14,8 +14,8 @@ from contextlib import nullcontext
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .models.introspection import max_positions
-from .ppo.rollout import Rollout, ValueModel, chunked, is_conversational, left_pad
+from ..models.introspection import max_positions
+from .rollout import Rollout, ValueModel, chunked, is_conversational, left_pad
 
 RewardFunc = Callable[..., list[float | None]]
 

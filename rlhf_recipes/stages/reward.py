@@ -2,7 +2,7 @@
 
 InstructGPT: the reward model starts from the SFT checkpoint with a fresh scalar score head and
 learns `-log sigmoid(r_chosen - r_rejected)` (TRL's loss; `center_rewards_coefficient` and a
-`margin` column are TRL's options). At the end, `rlhf_recipes.reward_eval` scores the eval split
+`margin` column are TRL's options). At the end, `rlhf_recipes.stages.reward_eval` scores the eval split
 and writes `output_dir/eval_rm.json`. The final `output_dir` reloads with
 `AutoModelForSequenceClassification.from_pretrained`.
 """
@@ -15,15 +15,15 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
-from . import hub
-from .data import DataArguments, load_stage_dataset
-from .models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
-from .parsing import ConfigError, parse_args
-from .preflight import preflight_stage
+from ..artifacts import hub
+from ..data import DataArguments, load_stage_dataset
+from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
+from ..config.parsing import ConfigError, parse_args
+from ..config.preflight import preflight_stage
 from .reward_eval import evaluate_reward_model, format_report, write_report
-from .saving import MERGED_SUBDIR
+from ..artifacts.saving import MERGED_SUBDIR
 from .trainers import ReliableRewardTrainer
-from .training_defaults import resume_checkpoint, run_training, save_final
+from .train_and_save import resume_checkpoint, run_training, save_final
 
 EVAL_REPORT_NAME = "eval_rm.json"
 

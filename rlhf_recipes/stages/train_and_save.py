@@ -2,15 +2,15 @@
 
 The HF `TrainingArguments` carry `resume_from_checkpoint` only as a string that the Trainer
 itself ignores ("intended for training/evaluation scripts"); `resume_checkpoint` gives it the
-HF script semantics, restricted to complete checkpoints (`rlhf_recipes.checkpointing`).
+HF script semantics, restricted to complete checkpoints (`rlhf_recipes.artifacts.checkpointing`).
 `run_training` and `save_final` are the common tail of a stage: train (resuming if asked),
-record metrics and state, then write the final model + tokenizer with `rlhf_recipes.saving`.
+record metrics and state, then write the final model + tokenizer with `rlhf_recipes.artifacts.saving`.
 """
 
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from .checkpointing import resolve_resume
-from .saving import save_model_and_tokenizer
+from ..artifacts.checkpointing import resolve_resume
+from ..artifacts.saving import save_model_and_tokenizer
 
 
 def resume_checkpoint(training_args: TrainingArguments) -> str | None:
