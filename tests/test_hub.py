@@ -12,11 +12,10 @@ from trl import RewardConfig, SFTConfig
 from rlhf_recipes.stages import reward
 from rlhf_recipes.stages import sft
 from rlhf_recipes.data import DataArguments
-from rlhf_recipes.artifacts.hub import CARD_NAME, CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
+from rlhf_recipes.artifacts.hub import CardInfo, build_model_card, card_info_from_args, finish_and_push, push_to_hub
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
 from rlhf_recipes.ppo import run as ppo_run
-from rlhf_recipes.ppo.trainer import LOG_FILE
-from rlhf_recipes.stages.reward import EVAL_REPORT_NAME
+from rlhf_recipes.artifacts.run_dir import MODEL_CARD, PPO_LOG, RM_EVAL, TRAIN_RESULTS
 from rlhf_recipes.artifacts.saving import save_model_and_tokenizer
 
 
@@ -50,14 +49,14 @@ def saved_reward_dir(tmp_path) -> Path:
     save_model_and_tokenizer(load_model(args, tokenizer, task="seq-cls"), tokenizer, str(out))
     (out / "checkpoint-2").mkdir()
     (out / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
-    (out / "train_results.json").write_text(json.dumps({"train_loss": 0.6931, "epoch": 1.0}))
+    (out / TRAIN_RESULTS).write_text(json.dumps({"train_loss": 0.6931, "epoch": 1.0}))
     report = {
         "num_pairs": 20, "num_skipped_too_long": 0, "max_length": 512, "accuracy": 0.85, "mean_margin": 1.25,
         "chosen_mean": 0.75, "rejected_mean": -0.5,
         "pairs": [{"prompt": "问题：天空为什么是蓝色的？", "chosen": "因为瑞利散射。", "chosen_score": 1.5,
                    "rejected": "不知道。", "rejected_score": -2.0, "margin": 3.5}],
     }
-    (out / EVAL_REPORT_NAME).write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
+    (out / RM_EVAL).write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
     return out
 
 
@@ -96,7 +95,7 @@ def test_card_has_ppo_metrics_first_and_last_update(tmp_path):
     rows = [{"step": 1, "objective/scores": -1.0, "objective/kl": 0.0},
             {"step": 2, "loss/policy": 0.1},
             {"step": 3, "objective/scores": 2.5, "objective/kl": 0.75}]
-    (tmp_path / LOG_FILE).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / PPO_LOG).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     info = CardInfo(stage="ppo", base_model="runs/opt/sft", datasets={"a.jsonl": 0.5, "b.json": None},
                     related_models={"reward model": "runs/opt/reward"})
     card = build_model_card(str(tmp_path), info)
@@ -115,7 +114,7 @@ def test_unknown_stage_is_refused():
 def test_finish_without_push_writes_the_card_only(tmp_path, saved_reward_dir, hub_calls):
     model_args, data_args, training_args, argv = _reward_args(tmp_path, saved_reward_dir)
     assert finish_and_push("reward", model_args, data_args, training_args, argv) is None
-    assert (saved_reward_dir / CARD_NAME).read_text(encoding="utf-8").startswith("---\nbase_model: runs/x/sft")
+    assert (saved_reward_dir / MODEL_CARD).read_text(encoding="utf-8").startswith("---\nbase_model: runs/x/sft")
     assert hub_calls == {"create_repo": [], "upload_folder": []}
 
 
@@ -127,9 +126,9 @@ def test_finish_with_push_uploads_model_tokenizer_and_card_without_checkpoints(t
     assert hub_calls["create_repo"] == [{"repo_id": "me/opt-rm", "private": True, "exist_ok": True}]
     [upload] = hub_calls["upload_folder"]
     assert upload["repo_id"] == "me/opt-rm"
-    assert {"config.json", "model.safetensors", "tokenizer.json", CARD_NAME, EVAL_REPORT_NAME} <= set(upload["files"])
+    assert {"config.json", "model.safetensors", "tokenizer.json", MODEL_CARD, RM_EVAL} <= set(upload["files"])
     assert not [f for f in upload["files"] if f.startswith("checkpoint-")]
-    assert "# me/opt-rm" in (saved_reward_dir / CARD_NAME).read_text(encoding="utf-8")
+    assert "# me/opt-rm" in (saved_reward_dir / MODEL_CARD).read_text(encoding="utf-8")
 
 
 def test_repo_name_defaults_to_output_dir_name(tmp_path, hub_calls):
@@ -138,7 +137,7 @@ def test_repo_name_defaults_to_output_dir_name(tmp_path, hub_calls):
     model_args = ModelArguments(model_name_or_path="tiny:opt")
     finish_and_push("sft", model_args, DataArguments(dataset_name="data.jsonl"), training_args, [])
     assert hub_calls["create_repo"][0]["repo_id"] == "opt-sft"
-    assert hub_calls["upload_folder"][0]["files"] == [CARD_NAME]
+    assert hub_calls["upload_folder"][0]["files"] == [MODEL_CARD]
 
 
 def test_only_the_main_process_writes_or_pushes(tmp_path, hub_calls):
@@ -181,8 +180,8 @@ def test_ppo_stage_with_push_to_hub_uploads_the_policy_and_its_card(tmp_path, hu
 
     [upload] = hub_calls["upload_folder"]
     assert upload["repo_id"] == "me/opt-ppo"
-    assert {"model.safetensors", "config.json", CARD_NAME, LOG_FILE, "critic/model.safetensors"} <= set(upload["files"])
-    card = (output_dir / CARD_NAME).read_text(encoding="utf-8")
+    assert {"model.safetensors", "config.json", MODEL_CARD, PPO_LOG, "critic/model.safetensors"} <= set(upload["files"])
+    card = (output_dir / MODEL_CARD).read_text(encoding="utf-8")
     assert "## PPO metrics" in card and "| kl_coef | 0.1 |" in card and "| ptx_coef | 0 |" in card
     assert "rlhf-recipes ppo --config recipes/opt-1.3b/ppo.yaml" in card and "--hub_model_id me/opt-ppo" in card
 
@@ -203,6 +202,6 @@ def test_sft_then_reward_with_push_to_hub_upload_each_model_and_card(tmp_path, h
 
     sft_upload, reward_upload = hub_calls["upload_folder"]
     assert sft_upload["repo_id"] == "me/sft" and reward_upload["repo_id"] == "me/rm"
-    assert {"model.safetensors", "config.json", "tokenizer.json", CARD_NAME} <= set(sft_upload["files"])
-    assert {"model.safetensors", "config.json", EVAL_REPORT_NAME, CARD_NAME} <= set(reward_upload["files"])
-    assert "rlhf-recipes reward --model_name_or_path" in (reward_dir / CARD_NAME).read_text(encoding="utf-8")
+    assert {"model.safetensors", "config.json", "tokenizer.json", MODEL_CARD} <= set(sft_upload["files"])
+    assert {"model.safetensors", "config.json", RM_EVAL, MODEL_CARD} <= set(reward_upload["files"])
+    assert "rlhf-recipes reward --model_name_or_path" in (reward_dir / MODEL_CARD).read_text(encoding="utf-8")

@@ -9,13 +9,13 @@ from, and rotation never deletes the last complete one.
 """
 
 import glob
-import json
 import os
 import re
 import shutil
 from collections.abc import Iterable
 
 from ..config.parsing import ConfigError
+from .run_dir import read_jsonl, write_jsonl
 
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
@@ -163,19 +163,7 @@ def trim_step_log(path: str, last_step: int) -> None:
 
     Called when training (re)starts at `last_step`: records of steps a kill threw away, or of an
     earlier run in the same output_dir, would otherwise sit next to the redone ones. A line torn
-    by a kill can only belong to a step after the checkpoint, so an unreadable line is dropped.
+    by a kill can only be the last one, of a step after the checkpoint: `read_jsonl` drops it.
     """
-    if not os.path.isfile(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("step", 0) <= last_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
-    os.replace(path + ".tmp", path)
+    if os.path.isfile(path):
+        write_jsonl(path, [record for record in read_jsonl(path) if record.get("step", 0) <= last_step])

@@ -8,15 +8,13 @@ interrupted-then-resumed run gives the same file as an uninterrupted one.
 """
 
 import hashlib
-import json
 import os
 
 import torch
 from transformers import TrainerCallback
 
 from .checkpointing import trim_step_log
-
-FILE_NAME = "data_order.jsonl"
+from .run_dir import DATA_ORDER, append_jsonl
 
 
 def sample_hash(token_ids: torch.Tensor) -> str:
@@ -32,7 +30,7 @@ class DataOrderLog(TrainerCallback):
     """
 
     def __init__(self, output_dir: str, process_index: int = 0, num_processes: int = 1):
-        name = FILE_NAME if num_processes == 1 else FILE_NAME.replace(".jsonl", f".rank{process_index}.jsonl")
+        name = DATA_ORDER if num_processes == 1 else DATA_ORDER.replace(".jsonl", f".rank{process_index}.jsonl")
         self.path = os.path.join(output_dir, name)
         self.pending: list[str] = []
 
@@ -48,6 +46,5 @@ class DataOrderLog(TrainerCallback):
         self.pending = []
 
     def on_step_end(self, args, state, control, **kwargs):
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": state.global_step, "samples": self.pending}) + "\n")
+        append_jsonl(self.path, [{"step": state.global_step, "samples": self.pending}])
         self.pending = []

@@ -9,7 +9,6 @@ stage makes at its end: it writes the card to `output_dir/README.md` and, with
 `push_to_hub: true`, uploads the directory to `hub_model_id`.
 """
 
-import json
 import os
 import shlex
 import sys
@@ -20,14 +19,9 @@ from pathlib import Path
 import yaml
 from huggingface_hub import HfApi
 
-STAGES = {
-    "sft": "step 1, supervised fine-tuning (SFT)",
-    "reward": "step 2, reward model",
-    "ppo": "step 3, PPO against the reward model",
-}
-STAGE_PART = {"sft": 0, "reward": 1, "ppo": 2}
-CARD_NAME = "README.md"
-TRAIN_RESULTS_FILE = "train_results.json"  # written by HF `Trainer.save_metrics("train", ...)`
+from ..data.stages import STAGES as DATA_SPLIT_STAGES
+from .run_dir import MODEL_CARD, PPO_LOG, RM_EVAL, STAGE_DESCRIPTIONS, TRAIN_RESULTS, read_json, read_jsonl
+
 DATA_FILE_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow"}
 UPLOAD_IGNORE = ["checkpoint-*", ".tmp-*", "latest", "runs/*", "_*"]
 
@@ -77,22 +71,10 @@ class CardInfo:
     related_models: dict = field(default_factory=dict)  # e.g. {"reward model": path}
 
     def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ValueError(f"Unknown stage {self.stage!r}; a model card is written for one of {sorted(STAGES)}.")
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        if self.stage not in STAGE_DESCRIPTIONS:
+            raise ValueError(
+                f"Unknown stage {self.stage!r}; a model card is written for one of {sorted(STAGE_DESCRIPTIONS)}."
+            )
 
 
 def _fmt(value) -> str:
@@ -116,9 +98,7 @@ def _short(text, limit: int = 120) -> str:
 
 
 def _rm_eval_section(output_dir: Path) -> list[str]:
-    from ..stages.reward import EVAL_REPORT_NAME
-
-    report = _read_json(output_dir / EVAL_REPORT_NAME)
+    report = read_json(output_dir / RM_EVAL)
     if report is None:
         return []
     lines = ["## Reward-model evaluation (held-out pairs)", ""]
@@ -138,9 +118,7 @@ def _rm_eval_section(output_dir: Path) -> list[str]:
 
 
 def _ppo_section(output_dir: Path) -> list[str]:
-    from ..ppo.trainer import LOG_FILE
-
-    records = [r for r in _read_jsonl(output_dir / LOG_FILE) if "objective/scores" in r]
+    records = [r for r in read_jsonl(output_dir / PPO_LOG) if "objective/scores" in r]
     if not records:
         return []
     first, last = records[0], records[-1]
@@ -151,7 +129,7 @@ def _ppo_section(output_dir: Path) -> list[str]:
 
 
 def _training_section(output_dir: Path) -> list[str]:
-    results = _read_json(output_dir / TRAIN_RESULTS_FILE)
+    results = read_json(output_dir / TRAIN_RESULTS)
     if not results:
         return []
     return ["## Training results", "", *_table(("metric", "value"), sorted(results.items())), ""]
@@ -183,7 +161,7 @@ def build_model_card(output_dir: str, info: CardInfo, repo_id: str | None = None
     out = Path(output_dir)
     title = repo_id or out.name
     lines = ["---", yaml.safe_dump(_metadata(info), sort_keys=False, allow_unicode=True).strip(), "---", ""]
-    lines += [f"# {title}", "", f"Trained with rlhf-recipes: InstructGPT {STAGES[info.stage]}.", ""]
+    lines += [f"# {title}", "", f"Trained with rlhf-recipes: InstructGPT {STAGE_DESCRIPTIONS[info.stage]}.", ""]
     adapter = " (LoRA adapter trained on it)" if info.uses_peft else ""
     lines += ["## Models", "", f"- Base model: `{info.base_model}`{adapter}"]
     lines += [f"- {role.capitalize()}: `{path}`" for role, path in info.related_models.items() if path]
@@ -191,7 +169,7 @@ def build_model_card(output_dir: str, info: CardInfo, repo_id: str | None = None
     for name, fraction in info.datasets.items():
         lines.append(f"- `{name}`" + ("" if fraction is None else f" (fraction {fraction} of its rows)"))
     if info.data_split:
-        part = STAGE_PART[info.stage] + 1
+        part = DATA_SPLIT_STAGES.index(info.stage) + 1
         lines.append(
             f"- Split `data_split: {info.data_split}` (sft, reward, ppo shares of each source): this stage used "
             f"part {part} of 3, disjoint from the other stages' parts."
@@ -320,7 +298,7 @@ def finish_and_push(stage: str, model_args, data_args, training_args, argv: Sequ
     repo_id = (training_args.hub_model_id or Path(output_dir).name) if training_args.push_to_hub else None
     card = build_model_card(output_dir, card_info_from_args(stage, model_args, data_args, training_args, argv), repo_id)
     os.makedirs(output_dir, exist_ok=True)
-    Path(output_dir, CARD_NAME).write_text(card, encoding="utf-8")
+    Path(output_dir, MODEL_CARD).write_text(card, encoding="utf-8")
     if not training_args.push_to_hub:
         return None
     print(f"{stage}: pushing {output_dir} to the Hub repository {repo_id}")

@@ -29,18 +29,17 @@ from transformers.trainer_utils import TrainOutput, set_seed
 
 from ..artifacts import checkpointing
 from ..artifacts import hub
+from ..artifacts.run_dir import PPO_LOG, PPO_SAMPLES, TRAINER_STATE
 from . import scoring
 from ..config.parsing import ConfigError
 from . import checkpoint
+from ..models.generation import left_pad, logprobs_from_logits, sample_responses, tokenize_prompts
 from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
 from .config import PPOConfig
-from .losses import entropy_from_logits, gae, kl_penalty, logprobs_from_logits, masked_mean, masked_whiten
-from .losses import policy_loss, token_rewards, value_loss
-from .rollout import Rollout, ValueModel, collect_rollout, left_pad, response_logits, sample_responses
-from .rollout import sampling_config, supports_logits_to_keep, tokenize_prompts
+from .experience import Experience, RunningMoments, ScoreShaper, kl_per_token, make_experience
+from .losses import entropy_from_logits, masked_mean, policy_loss, value_loss
+from .rollout import Rollout, ValueModel, collect_rollout, response_logits, sampling_config, supports_logits_to_keep
 
-LOG_FILE = "ppo_log.jsonl"
-SAMPLES_FILE = "samples.jsonl"
 CRITIC_SUBDIR = "critic"
 EMA_SUBDIR = "ema"
 
@@ -211,7 +210,7 @@ class PPOTrainer:
             processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size,
             reward_context,
         )
-        self.reward_moments = scoring.RunningMoments()
+        self.shaper = ScoreShaper(args)
         self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False) if args.ema else None
         if self.ema is not None:
             live = dict(self.unwrapped_actor.named_parameters())
@@ -221,9 +220,7 @@ class PPOTrainer:
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, KLCallback) for cb in callbacks):
             adaptive = args.adaptive_kl
-            callbacks.append(
-                AdaptiveKLCallback(args.target_kl, args.kl_horizon) if adaptive else FixedKLCallback(args.kl_coef)
-            )
+            callbacks.append(AdaptiveKLCallback(args.target_kl, args.kl_horizon) if adaptive else FixedKLCallback())
         if ptx_dataset is not None and not any(isinstance(cb, PtxCallback) for cb in callbacks):
             callbacks.append(PtxCallback(ptx_dataset, args.ptx_coef))
         reporting = get_reporting_integration_callbacks(args.report_to)
@@ -233,7 +230,7 @@ class PPOTrainer:
             self.unwrapped_actor, processing_class, self.actor_optimizer, self.actor_scheduler,
         )
         self.control = TrainerControl()
-        self.state = self._new_state(PPOTrainerState(kl_coef=args.kl_coef))
+        self.state = self._new_state(PPOTrainerState())
         set_seed(args.seed + acc.process_index)  # same initial weights everywhere, independent sampling per rank
         if acc.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
@@ -401,7 +398,7 @@ class PPOTrainer:
         if resume is not None:
             self._load_checkpoint(resume)
         if self.accelerator.is_main_process:  # the logs describe exactly the updates the weights come from
-            for name in (LOG_FILE, SAMPLES_FILE):
+            for name in (PPO_LOG, PPO_SAMPLES):
                 checkpointing.trim_step_log(os.path.join(args.output_dir, name), self.state.global_step)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         while self.state.global_step < self.num_updates and not self.control.should_training_stop:
@@ -437,9 +434,8 @@ class PPOTrainer:
         rollout = self._rollout(local)
         prompts = [self.prompts[i] for i in local]
         raw_scores = self.scorer(rollout, prompts, {c: [v[i] for i in local] for c, v in self.columns.items()})
-        scores = self._shape(raw_scores, rollout.has_stop, update_stats=True)
-        mask = rollout.response_mask.float()
-        kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, args.kl_estimator) * mask
+        scores = self.shaper(raw_scores, rollout.has_stop, gather=acc.gather)
+        kl = kl_per_token(rollout, args.kl_estimator)
         # collective 1: rollout statistics for the KL callbacks, and whether any rank saw a non-finite input
         checked = (scores, rollout.logprobs, rollout.ref_logprobs, rollout.values)
         local_bad = sum(not torch.isfinite(t).all() for t in checked)
@@ -447,28 +443,16 @@ class PPOTrainer:
         rollout_stats = {"kl": summed[0].item() / acc.num_processes, "scores": summed[1].item() / acc.num_processes,
                          "num_samples": self.world_batch_size}
         self.control = self.callback_handler.on_rollout_end(args, self.state, self.control, rollout_stats)
-        rewards = token_rewards(kl, scores, mask, self.state.kl_coef)
-        if args.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = gae(rewards, rollout.values, mask, args.gamma, args.lam)
-        advantages = masked_whiten(advantages, mask)
+        experience = make_experience(rollout, raw_scores, scores, kl, self.state.kl_coef, args)
         # collective 2: every rank must take the same branch, or the next all-reduce would hang
-        bad = summed[2] + acc.reduce(self._flag(not torch.isfinite(advantages).all()), "sum")
+        bad = summed[2] + acc.reduce(self._flag(not torch.isfinite(experience.advantages).all()), "sum")
         rollout_time = time.perf_counter() - started
-        update = self._update(rollout, advantages, returns) if bad.item() == 0 else None
+        update = self._update(rollout, experience) if bad.item() == 0 else None
         self.actor_scheduler.step()
         self.critic_scheduler.step()
         self._count_nonfinite(skipped=update is None)
-        non_score = (-self.state.kl_coef * kl).sum(1).mean()
         local_metrics = {
-            "objective/kl": kl.sum(1).mean(),
-            "objective/entropy": (-rollout.logprobs * mask).sum(1).mean(),
-            "objective/non_score_reward": non_score,
-            "objective/raw_scores": raw_scores.mean(),
-            "objective/scores": scores.mean(),
-            "objective/rlhf_reward": scores.mean() + non_score,
-            "objective/response_length": mask.sum(1).mean(),
-            "objective/stop_frac": rollout.has_stop.float().mean(),
+            **experience.metrics(rollout),
             "prompts/truncated": self._flag(sum(i in self.truncated for i in local)) * acc.num_processes,
             **(update or {}),
         }
@@ -477,7 +461,7 @@ class PPOTrainer:
         values = acc.reduce(torch.stack([local_metrics[k].float().to(acc.device) for k in names]), "mean")
         record = dict(zip(names, values.tolist(), strict=True))
         record.update({
-            "kl_coef": self.state.kl_coef,
+            "kl_coef": experience.kl_coef,
             "lr/actor": self.actor_scheduler.get_last_lr()[0],
             "lr/critic": self.critic_scheduler.get_last_lr()[0],
             "nonfinite_skipped": self.state.nonfinite_skipped,
@@ -486,7 +470,7 @@ class PPOTrainer:
             "time/step": time.perf_counter() - started,
             "prompt_indices": indices,
         })
-        self._maybe_log_samples(rollout, prompts, scores)
+        self._maybe_log_samples(rollout, prompts, experience.scores)
         return record
 
     def _rollout(self, local: list[int]) -> Rollout:
@@ -512,18 +496,7 @@ class PPOTrainer:
             warnings.warn(f"Step {self.state.global_step + 1}: non-finite reward, advantage, loss or gradient; "
                           "the update was skipped.", stacklevel=3)
 
-    def _shape(self, raw: torch.Tensor, has_stop: torch.Tensor, update_stats: bool) -> torch.Tensor:
-        """Normalise (running statistics of all ranks' training scores), clip, missing-EOS penalty."""
-        args = self.args
-        if args.normalize_reward:
-            if update_stats:
-                everything = self.accelerator.gather(raw)
-                if torch.isfinite(everything).all():
-                    self.reward_moments.update(everything)
-            raw = self.reward_moments.normalize(raw)
-        return scoring.shape_scores(raw, has_stop, args.reward_clip, args.missing_eos_penalty)
-
-    def _update(self, rollout, advantages, returns) -> dict | None:
+    def _update(self, rollout: Rollout, experience: Experience) -> dict | None:
         """num_ppo_epochs x num_mini_batches optimizer steps; None if a gradient was non-finite
         (that step and the rest of the update are skipped)."""
         args, acc = self.args, self.accelerator
@@ -540,7 +513,7 @@ class PPOTrainer:
             for start in range(0, batch, args.micro_batch_size):
                 rows = order[start : start + args.micro_batch_size]
                 with acc.accumulate(self.actor, self.critic):
-                    terms = self._micro_losses(rollout, advantages, returns, rows, keep_only, micro_step, num_micro)
+                    terms = self._micro_losses(rollout, experience, rows, keep_only, micro_step, num_micro)
                     for name, value in terms.items():
                         stats.setdefault(name, []).append(value.detach())
                     acc.backward(terms["loss"])
@@ -549,7 +522,7 @@ class PPOTrainer:
                 micro_step += 1
         return {name: torch.stack(values).mean() for name, values in stats.items() if name != "loss"}
 
-    def _micro_losses(self, rollout, advantages, returns, rows, keep_only, micro_step, num_micro) -> dict:
+    def _micro_losses(self, rollout, experience, rows, keep_only, micro_step, num_micro) -> dict:
         args = self.args
         mask = rollout.response_mask[rows]
         width = int(mask.sum(1).max())
@@ -562,10 +535,10 @@ class PPOTrainer:
         logprobs = logprobs_from_logits(logits, responses)
         values = self.critic(ids, attention)[:, -width - 1 : -1].float()
         pg_loss, clipfrac, approxkl = policy_loss(
-            logprobs, rollout.logprobs[rows, :width], advantages[rows, :width], mask, args.cliprange
+            logprobs, rollout.logprobs[rows, :width], experience.advantages[rows, :width], mask, args.cliprange
         )
         vf_loss, vf_clipfrac = value_loss(
-            values, rollout.values[rows, :width], returns[rows, :width], mask, args.cliprange_value
+            values, rollout.values[rows, :width], experience.returns[rows, :width], mask, args.cliprange_value
         )
         extra = self.callback_handler.compute_extra_actor_loss(
             args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
@@ -641,7 +614,7 @@ class PPOTrainer:
             responses, response_mask, has_stop, _ = sample_responses(actor, prompt_ids, prompt_mask, config, size)
             rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
             raw = self.scorer(rollout, prompts[start : start + size], None)
-            scores = self._shape(raw, has_stop, update_stats=False)
+            scores = self.shaper(raw, has_stop)
             totals += torch.stack([scores.sum(), response_mask.sum().float(), has_stop.sum().float()])
         totals = acc.reduce(torch.cat([totals, torch.tensor([float(len(ids))], device=acc.device)]), "sum")
         count = max(totals[3].item(), 1.0)
@@ -664,7 +637,7 @@ class PPOTrainer:
         record = {"step": self.state.global_step, "episode": self.state.episode, **record}
         if self.accelerator.is_main_process:
             clean = {k: _finite(v) if isinstance(v, float) else v for k, v in record.items()}
-            with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+            with open(os.path.join(self.args.output_dir, PPO_LOG), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(clean) + "\n")
         if self.control.should_log:
             self.log({k: v for k, v in record.items() if k not in ("step", "skipped", "prompt_indices")})
@@ -681,7 +654,7 @@ class PPOTrainer:
              "completion": completion, "score": _finite(float(score))}
             for i, completion, score in zip(rollout.indices[:count], completions, scores[:count].tolist(), strict=True)
         ]
-        with open(os.path.join(self.args.output_dir, SAMPLES_FILE), "a", encoding="utf-8") as handle:
+        with open(os.path.join(self.args.output_dir, PPO_SAMPLES), "a", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         table = "| prompt | completion | score |\n|---|---|---|\n" + "".join(
             f"| {r['prompt']!r} | {r['completion']!r} | {r['score']} |\n" for r in rows
@@ -710,8 +683,8 @@ class PPOTrainer:
                 self.ema.save_pretrained(os.path.join(tmp, EMA_SUBDIR))
             for name, obj in self._stateful().items():
                 torch.save(obj.state_dict(), os.path.join(tmp, f"{name}.pt"))
-            self.state.reward_moments = self.reward_moments.state_dict()
-            self.state.save_to_json(os.path.join(tmp, "trainer_state.json"))
+            self.state.reward_moments = self.shaper.moments.state_dict()
+            self.state.save_to_json(os.path.join(tmp, TRAINER_STATE))
         acc.wait_for_everyone()
         if acc.is_main_process:
             checkpointing.commit(self.args.output_dir, tmp, step, self.args.save_total_limit)
@@ -732,17 +705,18 @@ class PPOTrainer:
             checkpoint.load_weights(self.ema, os.path.join(path, EMA_SUBDIR))
         for name, obj in self._stateful().items():
             obj.load_state_dict(torch.load(os.path.join(path, f"{name}.pt"), weights_only=False))
-        state = PPOTrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
+        state = PPOTrainerState.load_from_json(os.path.join(path, TRAINER_STATE))
         self.state = self._new_state(state)
-        self.reward_moments = scoring.RunningMoments(**(state.reward_moments or {}))
+        self.shaper.moments = RunningMoments(**(state.reward_moments or {}))
         checkpoint.load_rng_state(path, self.accelerator.process_index)
 
     # ----------------------------------------------------------------------------- saving
 
     def save_model(self, output_dir: str | None = None, merge_lora: bool = False) -> None:
         """Policy (or LoRA adapter, plus merged weights with `merge_lora`) + tokenizer in
-        output_dir, the critic in output_dir/critic, the EMA actor in output_dir/ema, the trainer
-        state and a model card. Merging modifies the policy in place: call this last.
+        output_dir, the critic in output_dir/critic, the EMA actor in output_dir/ema and the trainer
+        state (the PPO stage then writes the model card: `hub.finish_and_push`). Merging modifies the
+        policy in place: call this last.
 
         A LoRA critic (`critic_use_peft`) is saved as its adapter plus its `score` head; reload it on
         the model it was trained on: `PeftModel.from_pretrained(AutoModelForSequenceClassification.
@@ -756,27 +730,9 @@ class PPOTrainer:
             if self.ema is not None:
                 self.ema.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
                 self.processing_class.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
-            self.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+            self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE))
             save_model_and_tokenizer(self.unwrapped_actor, self.processing_class, output_dir, merge_lora)
-            self._write_model_card(output_dir)
         self.accelerator.wait_for_everyone()
-
-    def _write_model_card(self, output_dir: str) -> None:
-        """`rlhf_recipes.artifacts.hub`'s card: models, key hyper-parameters, first/last PPO metrics from the log."""
-        args = self.args
-        base = self.unwrapped_actor.get_base_model() if self.is_peft else self.unwrapped_actor
-        keys = hub.COMMON_KEYS + hub.STAGE_KEYS["ppo"]
-        funcs = ", ".join(getattr(f, "__name__", type(f).__name__) for f in self.scorer.reward_funcs)
-        info = hub.CardInfo(
-            stage="ppo",
-            base_model=args.sft_model_path or base.config._name_or_path or type(base).__name__,
-            datasets={},
-            hyperparameters={k: getattr(args, k) for k in keys if getattr(args, k, None) is not None},
-            uses_peft=self.is_peft,
-            related_models={"reward model": args.reward_model_path, "reward functions": funcs,
-                            "critic initialisation": args.value_model_path},
-        )
-        Path(output_dir, hub.CARD_NAME).write_text(hub.build_model_card(output_dir, info), encoding="utf-8")
 
     def push_to_hub(self, commit_message: str = "End of training", revision: str | None = None):
         """Upload output_dir (checkpoints left out) to `hub_model_id` (default: output_dir's name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .plots import plot_lm_loss, plot_ppo, plot_reward, plot_stage_bars
 from .render import Section, render_html, render_markdown, render_text_table
-from ..artifacts.run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, RunArtifacts, load_run
+from ..artifacts.run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, STEP_TITLES, RunArtifacts, load_run
 from .sections import (
     STAGE_LABELS,
     curves_section,
@@ -44,8 +44,8 @@ def _draw_plots(run: RunArtifacts) -> dict[str, str | None]:
         return str(plots_dir / name)
 
     drawn = {
-        "pretrain": plot_lm_loss(run.log_histories.get("pretrain", []), target("pretrain.png"), "Stage 0: pretraining"),
-        "sft": plot_lm_loss(run.log_histories.get("sft", []), target("sft.png"), "Step 1: SFT"),
+        "pretrain": plot_lm_loss(run.log_histories.get("pretrain", []), target("pretrain.png"), STEP_TITLES["pretrain"]),
+        "sft": plot_lm_loss(run.log_histories.get("sft", []), target("sft.png"), STEP_TITLES["sft"]),
         "reward": plot_reward(run.log_histories.get("reward", []), target("reward.png")),
         "ppo": plot_ppo(run.ppo_log, target("ppo.png")),
     }

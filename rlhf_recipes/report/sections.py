@@ -6,7 +6,7 @@ import math
 import yaml
 
 from .render import FAIL_MARK, PASS_MARK, Image, Preformatted, Section, Table, Text
-from ..artifacts.run_dir import STAGE_TITLES, RunArtifacts
+from ..artifacts.run_dir import STEP_TITLES, RunArtifacts
 
 # (column label, metric key, format); the first list for runs with a gold metric.
 GOLD_COLUMNS = [
@@ -190,7 +190,7 @@ def reward_section(run: RunArtifacts, plot: str | None, max_pairs: int = 10) -> 
 
 
 def curves_section(plots: dict[str, str | None]) -> list[Section]:
-    blocks = [Image(path, STAGE_TITLES.get(stage, stage)) for stage, path in plots.items() if path]
+    blocks = [Image(path, STEP_TITLES.get(stage, stage)) for stage, path in plots.items() if path]
     return [Section("Training curves", blocks)] if blocks else []
 
 
@@ -228,7 +228,7 @@ def settings_section(info: dict) -> list[Section]:
     if stages:
         rows = [
             [
-                STAGE_TITLES.get(entry["name"], entry["name"]),
+                STEP_TITLES.get(entry["name"], entry["name"]),
                 entry.get("status", "-"),
                 f"{entry['wall_time_s']:.1f} s" if entry.get("wall_time_s") is not None else "-",
                 str(entry.get("output_dir", "-")),

@@ -21,11 +21,10 @@ from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_c
 from ..config.parsing import ConfigError, parse_args
 from ..config.preflight import preflight_stage
 from .reward_eval import evaluate_reward_model, format_report, write_report
+from ..artifacts.run_dir import RM_EVAL
 from ..artifacts.saving import MERGED_SUBDIR
 from .trainers import ReliableRewardTrainer
 from .train_and_save import resume_checkpoint, run_training, save_final
-
-EVAL_REPORT_NAME = "eval_rm.json"
 
 
 @dataclass
@@ -82,7 +81,7 @@ def evaluate_held_out(
         max_length=args.max_length,
     )
     if trainer.is_world_process_zero():
-        path = os.path.join(args.output_dir, EVAL_REPORT_NAME)
+        path = os.path.join(args.output_dir, RM_EVAL)
         write_report(report, path)
         print(format_report(report, max_pairs=script_args.eval_rm_show_pairs))
         print(f"reward: held-out evaluation written to {path}")

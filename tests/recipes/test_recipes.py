@@ -21,7 +21,7 @@ from rlhf_recipes.models import ModelArguments, is_tiny, peft_config_for
 from rlhf_recipes.config.parsing import parse_args
 from rlhf_recipes.ppo import run as ppo_run
 from rlhf_recipes.ppo.config import PPOConfig
-from rlhf_recipes.ppo.trainer import LOG_FILE
+from rlhf_recipes.artifacts.run_dir import PPO_LOG, RM_EVAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = REPO_ROOT / "recipes"
@@ -175,9 +175,9 @@ def test_recipe_runs_two_steps_with_a_size_override(recipe, tiny_models, short_c
     if model_args.load_in_4bit and model_args.merge_lora:
         assert json.loads((final / "config.json").read_text())["quantization_config"]["load_in_4bit"]
     if stage == "reward":
-        assert json.loads((output_dir / reward.EVAL_REPORT_NAME).read_text())["num_pairs"] >= 1
+        assert json.loads((output_dir / RM_EVAL).read_text())["num_pairs"] >= 1
     if stage == "ppo":
-        updates = [json.loads(line) for line in (output_dir / LOG_FILE).read_text().splitlines()]
+        updates = [json.loads(line) for line in (output_dir / PPO_LOG).read_text().splitlines()]
         assert [u["step"] for u in updates if "objective/scores" in u] == [1, 2]
         if training_args.critic_use_peft:  # the adapter and head, on the (4-bit) reward model it was trained on
             adapter = json.loads((output_dir / "critic" / "adapter_config.json").read_text())

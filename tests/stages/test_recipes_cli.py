@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from rlhf_recipes import cli
+from rlhf_recipes.artifacts.run_dir import RM_EVAL
 from rlhf_recipes.stages import reward
 from rlhf_recipes.stages import sft
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
@@ -51,7 +52,7 @@ def test_reward_recipe_script_under_accelerate_starts_from_the_sft_output(sft_di
         "--eval_rm_num_samples", "4", *QUICK,
     ])
 
-    report = json.loads((output_dir / reward.EVAL_REPORT_NAME).read_text())
+    report = json.loads((output_dir / RM_EVAL).read_text())
     assert report["num_pairs"] == 4
     assert 0.0 <= report["accuracy"] <= 1.0
     assert json.loads((output_dir / "config.json").read_text())["architectures"] == ["OPTForSequenceClassification"]

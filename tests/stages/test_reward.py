@@ -11,7 +11,8 @@ from trl import RewardConfig
 
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.config.parsing import ConfigError
-from rlhf_recipes.stages.reward import EVAL_REPORT_NAME, check_init_checkpoint, train_reward
+from rlhf_recipes.artifacts.run_dir import RM_EVAL
+from rlhf_recipes.stages.reward import check_init_checkpoint, train_reward
 from rlhf_recipes.stages.reward_eval import evaluate_reward_model, load_reward_model
 
 
@@ -45,7 +46,7 @@ def test_reward_model_separates_a_toy_set_and_writes_its_evaluation(trained):
     assert trained.report["num_pairs"] == 16
     assert trained.report["accuracy"] > 0.9
     assert trained.report["mean_margin"] > 0
-    written = json.loads((trained.output_dir / EVAL_REPORT_NAME).read_text())
+    written = json.loads((trained.output_dir / RM_EVAL).read_text())
     assert written["accuracy"] == trained.report["accuracy"]
     assert len(written["pairs"]) == 16
 
