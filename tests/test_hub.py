@@ -91,6 +91,12 @@ def test_card_reports_models_data_hyperparameters_rm_eval_and_command(tmp_path, 
     assert "## PPO metrics" not in card
 
 
+def test_card_says_a_data_split_all_stage_read_its_data_whole(tmp_path):
+    info = CardInfo(stage="ppo", base_model="runs/x/sft", datasets={"prompts.jsonl": None}, data_split="all")
+    card = build_model_card(str(tmp_path), info)
+    assert "every row, in file order" in card and "part" not in card
+
+
 def test_card_has_ppo_metrics_first_and_last_update(tmp_path):
     rows = [{"step": 1, "objective/scores": -1.0, "objective/kl": 0.0},
             {"step": 2, "loss/policy": 0.1},

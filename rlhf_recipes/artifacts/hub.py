@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import HfApi
 
+from ..data.splits import WHOLE
 from ..data.stages import STAGES as DATA_SPLIT_STAGES
 from .run_dir import MODEL_CARD, PPO_LOG, RM_EVAL, STAGE_DESCRIPTIONS, TRAIN_RESULTS, read_json, read_jsonl
 
@@ -168,7 +169,9 @@ def build_model_card(output_dir: str, info: CardInfo, repo_id: str | None = None
     lines += ["", "## Data", ""]
     for name, fraction in info.datasets.items():
         lines.append(f"- `{name}`" + ("" if fraction is None else f" (fraction {fraction} of its rows)"))
-    if info.data_split:
+    if info.data_split == WHOLE:
+        lines.append(f"- Split `data_split: {WHOLE}`: every row, in file order (data made for this stage).")
+    elif info.data_split:
         part = DATA_SPLIT_STAGES.index(info.stage) + 1
         lines.append(
             f"- Split `data_split: {info.data_split}` (sft, reward, ppo shares of each source): this stage used "

@@ -63,7 +63,8 @@ class DataArguments:
         default="2,4,4",
         metadata={
             "help": "DeepSpeed-Chat style disjoint proportions of the data for steps sft,reward,ppo "
-            "(e.g. '2,4,4'; '1,0,0' gives the whole dataset to SFT)."
+            "(e.g. '2,4,4'; '1,0,0' gives the whole dataset, shuffled, to SFT); 'all': no split, every row in "
+            "file order to the stage that reads it (a file made for one stage)."
         },
     )
     eval_split_size: float = field(
@@ -96,6 +97,6 @@ class DataArguments:
             raise ConfigError(f"max_samples must be at least 1, got {self.max_samples}.")
 
     @property
-    def split_weights(self) -> tuple[float, float, float]:
-        """`data_split` as three non-negative weights (sft, reward, ppo)."""
+    def split_weights(self) -> tuple[float, float, float] | None:
+        """`data_split` as three non-negative weights (sft, reward, ppo); None for 'all'."""
         return parse_data_split(self.data_split)

@@ -10,12 +10,19 @@ from rlhf_recipes.data.tables import shuffled_order, take
 from rlhf_recipes.config.parsing import ConfigError
 
 
-def parse_data_split(spec: str) -> tuple[float, float, float]:
-    """"2,4,4" -> (2.0, 4.0, 4.0): three non-negative, finite proportions with a positive sum."""
+WHOLE = "all"  # data_split of a source made for one stage: every row, in file order
+
+
+def parse_data_split(spec: str) -> tuple[float, float, float] | None:
+    """"2,4,4" -> (2.0, 4.0, 4.0): three non-negative, finite proportions with a positive sum;
+    "all" -> None (no split)."""
+    if str(spec).strip() == WHOLE:
+        return None
     parts = [part.strip() for part in str(spec).split(",")]
     if len(parts) != len(STAGES):
         raise ConfigError(
-            f"data_split {spec!r} must have 3 comma-separated proportions (sft,reward,ppo), e.g. '2,4,4'."
+            f"data_split {spec!r} must have 3 comma-separated proportions (sft,reward,ppo), e.g. '2,4,4', or be "
+            f"'{WHOLE}' (every row to the stage that reads it)."
         )
     try:
         weights = tuple(float(part) for part in parts)
@@ -26,12 +33,15 @@ def parse_data_split(spec: str) -> tuple[float, float, float]:
     return weights
 
 
-def stage_part(dataset: Dataset, weights: tuple[float, float, float], stage: str, seed: int) -> Dataset:
+def stage_part(dataset: Dataset, weights: tuple[float, float, float] | None, stage: str, seed: int) -> Dataset:
     """The stage's contiguous part of `dataset` shuffled with `seed`; parts of different stages are disjoint.
+    Without weights (`data_split: all`) the whole dataset, in its order.
 
     Part boundaries are the rounded cumulative proportions of the row count, so they depend only on
     the row count, the weights and the seed: every stage, process and rank sees the same cut.
     """
+    if weights is None:
+        return dataset
     index, spec = STAGES.index(stage), ",".join(f"{weight:g}" for weight in weights)
     if weights[index] == 0:
         raise DataError(f"data_split gives stage {stage!r} no data (weight 0 in {spec}).")

@@ -62,6 +62,13 @@ def test_stage_whose_part_rounds_to_no_rows_is_an_error(tmp_path, write_jsonl):
         load_stage_dataset(DataArguments(dataset_name=str(path), data_split="1,50,50"), "sft")
 
 
+def test_data_split_all_gives_every_stage_every_row_in_file_order(hundred_rows):
+    rows = [json.loads(line) for line in open(hundred_rows, encoding="utf-8")]
+    for stage in ("sft", "reward", "ppo"):
+        data = load_stage_dataset(DataArguments(dataset_name=hundred_rows, data_split="all", eval_split_size=0), stage)
+        assert data["train"]["prompt"] == [row["prompt"] for row in rows]
+
+
 def test_whole_dataset_for_one_stage(hundred_rows):
     data = load_stage_dataset(DataArguments(dataset_name=hundred_rows, data_split="0,1,0", eval_split_size=0.1), "reward")
     assert (len(data["train"]), len(data["eval"])) == (90, 10)
