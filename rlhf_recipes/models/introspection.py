@@ -6,8 +6,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
 from .config import ModelArguments
+from .gguf import resolve_model_path
 from .loading import _apply_overrides, _config_overrides, load_tokenizer
 from .tiny import is_tiny, tiny_config
+from .value_head import has_native_score_head
 
 # Config fields that bound the sequence length, by model family (OPT/Llama/Qwen, GPT-2, ChatGLM).
 _POSITION_FIELDS = ("max_position_embeddings", "n_positions", "seq_length")
@@ -16,7 +18,7 @@ _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 def model_config(args: ModelArguments, name_or_path: str | None = None, trust_remote_code: bool = False) -> PretrainedConfig:
     """The config `load_model` would use (overrides applied; tiny models included), without any weights."""
-    name = name_or_path or args.model_name_or_path
+    name = resolve_model_path(name_or_path or args.model_name_or_path)
     overrides = _config_overrides(args)
     if is_tiny(name):  # its vocabulary comes from the tokenizer, built locally
         tokenizer = load_tokenizer(dataclasses.replace(args, model_name_or_path=name), trust_remote_code)
@@ -36,10 +38,13 @@ def max_positions(config: PretrainedConfig) -> int | None:
 
 def parameter_count(config: PretrainedConfig, task: str = "causal-lm", trust_remote_code: bool = False) -> int:
     """Parameters of the model `config` describes, counted on the meta device (no memory, no weights)."""
-    auto_class = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    value_head = task != "causal-lm" and not has_native_score_head(config)
+    auto_class = AutoModelForCausalLM if task == "causal-lm" or value_head else AutoModelForSequenceClassification
     with torch.device("meta"):
         model = auto_class.from_config(config, trust_remote_code=trust_remote_code)
-    return sum(parameter.numel() for parameter in model.parameters())
+    # a value-head model is the causal LM's body plus one score row; counting its LM head too is an upper bound
+    extra = config.get_text_config().hidden_size if value_head else 0
+    return sum(parameter.numel() for parameter in model.parameters()) + extra
 
 
 def bytes_per_parameter(args: ModelArguments, config: PretrainedConfig) -> int:

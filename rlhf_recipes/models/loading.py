@@ -14,8 +14,10 @@ from transformers import (
 from trl import get_peft_config, get_quantization_config
 
 from .config import ModelArguments
+from .gguf import resolve_model_path
 from .tiny import is_tiny, model_from_config, tiny_config
 from .tokenizers import FALLBACK_CHAT_TEMPLATE, build_byte_tokenizer
+from .value_head import CausalLMWithValueHead, load_value_head_model, wants_value_head
 
 _DROPOUT_FIELDS = (
     "dropout",
@@ -36,7 +38,7 @@ def load_tokenizer(args: ModelArguments, trust_remote_code: bool = False) -> Pre
     A tokenizer without a pad token reuses EOS for padding; one without a chat template gets
     the HH-style fallback template (`Human: ...` / `Assistant: ...`).
     """
-    name = args.tokenizer_name_or_path or args.model_name_or_path
+    name = resolve_model_path(args.tokenizer_name_or_path or args.model_name_or_path)
     if is_tiny(name):
         tokenizer = build_byte_tokenizer()
     else:
@@ -100,26 +102,26 @@ def load_model(
 
     `name_or_path` defaults to `args.model_name_or_path`; the other fields (dtype, overrides,
     quantization, remote code) apply either way. A reward model loaded from a causal-LM
-    checkpoint gets a freshly initialised score head, as in InstructGPT.
+    checkpoint gets a freshly initialised score head, as in InstructGPT: transformers' own
+    `ForSequenceClassification` class, or a `CausalLMWithValueHead` where there is none (remote code)
+    or `args.value_head` asks for it.
     """
-    name = name_or_path or args.model_name_or_path
+    name = resolve_model_path(name_or_path or args.model_name_or_path)
     overrides = _config_overrides(args)
     if is_tiny(name):
         # Dropout must be in the config before the layers are built: they read it at construction.
         config = _apply_overrides(tiny_config(name, tokenizer), overrides)
-        model = model_from_config(config, task)
+        if task == "seq-cls" and args.value_head:
+            model = CausalLMWithValueHead(model_from_config(config, "causal-lm"))
+        else:
+            model = model_from_config(config, task)
         dtype = _dtype(args)
         return model.to(dtype) if isinstance(dtype, torch.dtype) else model
     config = AutoConfig.from_pretrained(name, revision=args.model_revision, trust_remote_code=trust_remote_code)
     _apply_overrides(config, overrides)
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
-    auto_class = AutoModelForCausalLM
-    if task == "seq-cls":
-        auto_class = AutoModelForSequenceClassification
-        config.num_labels = 1
-    return auto_class.from_pretrained(
-        name,
+    kwargs = dict(
         config=config,
         revision=args.model_revision,
         trust_remote_code=trust_remote_code,
@@ -127,6 +129,12 @@ def load_model(
         attn_implementation=args.attn_implementation,
         **_quantization_kwargs(args),
     )
+    if task == "causal-lm":
+        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    if wants_value_head(config, args.value_head):
+        return load_value_head_model(name, **kwargs)
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
 
 
 def peft_config_for(args: ModelArguments, task_type: str | None = None):
