@@ -12,6 +12,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from .losses import logprobs_from_logits
+from ..models.value_head import batch_first_hidden_states
 from .sampling import SamplingConfig, forward_accepts, position_ids_from, sample
 
 
@@ -112,12 +113,7 @@ class ValueModel(torch.nn.Module):
         return getattr(network, network.base_model_prefix)
 
     def forward(self, input_ids, attention_mask):
-        hidden = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from(attention_mask),
-            use_cache=False,
-        )[0]
+        hidden = batch_first_hidden_states(self.backbone, input_ids, attention_mask, position_ids_from(attention_mask))
         head = self.network.score
         weight = next(head.parameters(), None)  # None for a parameter-free head (a Python reward)
         if weight is not None:
