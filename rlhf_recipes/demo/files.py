@@ -2,14 +2,19 @@
 
 One JSONL file per use (the 2,4,4 split of the prompts is done by `task.split_prompts`, so each
 stage's file is entirely its own): SFT demonstrations, preference pairs, PPO prompts, the
-pretraining corpus (also PPO-ptx's texts), validation prompts (SFT checkpoint selection) and
-held-out prompts (evaluation only). Also the word-level tokenizer of the task's vocabulary.
+pretraining corpus, PPO-ptx's texts, validation prompts (SFT checkpoint selection) and held-out
+prompts (evaluation only). Also the word-level tokenizer of the task's vocabulary.
+
+PPO trains on half of its prompt pool and PPO-ptx on half of the corpus, each in a seeded order
+(`seeded_half`): the rows, in their order, that the documented demo results were measured with.
+The PPO stage reads both files whole, in file order (`data_split: all`).
 """
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..artifacts.run_dir import write_json, write_jsonl
+from ..data.tables import shuffled_order
 from ..models import build_word_tokenizer
 from .task import (
     VOCABULARY,
@@ -27,15 +32,20 @@ FILES = {
     "pairs": "pairs.jsonl",
     "prompts": "prompts.jsonl",
     "corpus": "corpus.jsonl",
+    "ptx": "ptx.jsonl",
     "validation": "validation.jsonl",
     "heldout": "heldout.jsonl",
 }
 TOKENIZER_DIR = "tokenizer"
+TASK_INFO = "task.json"
+ORDER_SEED = 42
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+def seeded_half(records: list[dict], second: bool) -> list[dict]:
+    """The first or second half of `records` shuffled with `ORDER_SEED`, in that shuffled order."""
+    order = shuffled_order(len(records), ORDER_SEED)
+    middle = round(len(records) / 2)
+    return [records[i] for i in (order[middle:] if second else order[:middle])]
 
 
 def write_task_files(data_dir: Path, seed: int, settings: TaskSettings) -> dict[str, Path]:
@@ -47,11 +57,13 @@ def write_task_files(data_dir: Path, seed: int, settings: TaskSettings) -> dict[
     data_dir.mkdir(parents=True, exist_ok=True)
     pools = split_prompts(seed, settings)
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preference_records(pools.reward, seed, settings)]
+    corpus = corpus_records(pools.heldout, seed, settings)
     contents = {
         "sft": sft_records(pools.sft, seed, settings),
         "pairs": pairs,
-        "prompts": prompt_records(pools.ppo),
-        "corpus": corpus_records(pools.heldout, seed, settings),
+        "prompts": seeded_half(prompt_records(pools.ppo), second=True),
+        "corpus": corpus,
+        "ptx": seeded_half(corpus, second=False),
         "validation": prompt_records(pools.validation),
         "heldout": prompt_records(pools.heldout),
     }
@@ -62,6 +74,5 @@ def write_task_files(data_dir: Path, seed: int, settings: TaskSettings) -> dict[
     tokenizer = build_word_tokenizer(VOCABULARY)
     tokenizer.save_pretrained(data_dir / TOKENIZER_DIR)
     paths["tokenizer"] = data_dir / TOKENIZER_DIR
-    with open(data_dir / "task.json", "w", encoding="utf-8") as handle:
-        json.dump({"seed": seed, "settings": asdict(settings), "example_prompt": format_prompt((3, 7, 1, 4))}, handle, indent=2)
+    write_json(data_dir / TASK_INFO, {"seed": seed, "settings": asdict(settings), "example_prompt": format_prompt((3, 7, 1, 4))})
     return paths

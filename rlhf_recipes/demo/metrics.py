@@ -1,11 +1,7 @@
-"""Metrics of one policy on held-out prompts: what it answers, how the RM scores it, how far it
-moved from the SFT policy, and (for the demo task) how often it is actually right.
-
-Generic measures work for any prompts (length, RM score, KL to a reference); gold measures use
-the demo task's checker (`task.score_answer`) and trust no model.
+"""Measuring policies and reward models: generation, log-probabilities and RM scores for any prompts
+(the pipeline's selection and evaluation steps use them), and the demo task's gold measures, which
+use its checker (`task.score_answer`) and trust no model.
 """
-
-from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -149,70 +145,11 @@ def ranked_first_rate(reward_model: PreTrainedModel, tokenizer: PreTrainedTokeni
     return wins / len(prompts)
 
 
-@dataclass
-class PolicyEvaluation:
-    """A policy's answers on the evaluation prompts and the metrics computed from them."""
-
-    metrics: dict[str, float]
-    greedy_answers: list[str]
-    sampled_answers: list[str] = field(default_factory=list)
-
-
-def _decode(tokenizer: PreTrainedTokenizerBase, responses: list[list[int]]) -> list[str]:
-    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
-
-
 def gold_metrics(prompts: list[str], answers: list[str], prefix: str) -> dict[str, float]:
-    """Exact-match accuracy (all and hard subset), repetition rate and mean length in words."""
+    """Exact-match accuracy, on all prompts and on the hard subset."""
     scores = [score_answer(p, a) for p, a in zip(prompts, answers)]
     hard = [s for p, s in zip(prompts, scores) if is_hard(parse_prompt(p))]
-    n = len(scores)
     return {
-        f"{prefix}_accuracy": sum(s.correct for s in scores) / n,
+        f"{prefix}_accuracy": sum(s.correct for s in scores) / len(scores),
         f"{prefix}_accuracy_hard": sum(s.correct for s in hard) / len(hard) if hard else float("nan"),
-        f"{prefix}_repetition": sum(s.repetitive for s in scores) / n,
-        f"{prefix}_length": sum(s.length for s in scores) / n,
     }
-
-
-def evaluate_policy(
-    policy: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    reward_model: PreTrainedModel | None = None,
-    reference: PreTrainedModel | None = None,
-    gold: bool = True,
-    seed: int = 0,
-    max_new_tokens: int = 8,
-    max_prompt_length: int | None = None,
-) -> PolicyEvaluation:
-    """Greedy and T=1 answers of `policy` on `prompts`, with their metrics.
-
-    Always: mean response length in tokens and EOS rate (sampled); with `reward_model`: mean RM
-    score (greedy and sampled); with `reference`: KL(policy || reference), the mean over T=1
-    samples of log p_policy - log p_reference of the whole response; with `gold`: the demo
-    task's exact match, hard-subset accuracy, repetition and length in words.
-    """
-    cut = dict(max_prompt_length=max_prompt_length)
-    greedy = generate_responses(policy, tokenizer, prompts, do_sample=False, max_new_tokens=max_new_tokens, **cut)
-    sampled = generate_responses(
-        policy, tokenizer, prompts, do_sample=True, temperature=1.0, seed=seed, max_new_tokens=max_new_tokens, **cut
-    )
-    greedy_text, sampled_text = _decode(tokenizer, greedy), _decode(tokenizer, sampled)
-    eos = tokenizer.eos_token_id
-    metrics = {
-        "sampled_tokens": sum(len(r) - (r[-1:] == [eos]) for r in sampled) / len(sampled),
-        "sampled_eos_rate": sum(r[-1:] == [eos] for r in sampled) / len(sampled),
-    }
-    if reward_model is not None:
-        metrics["greedy_rm_score"] = reward_scores(reward_model, tokenizer, prompts, greedy, **cut).mean().item()
-        metrics["sampled_rm_score"] = reward_scores(reward_model, tokenizer, prompts, sampled, **cut).mean().item()
-    if reference is not None:
-        own = sequence_logprobs(policy, tokenizer, prompts, sampled, **cut)
-        ref = sequence_logprobs(reference, tokenizer, prompts, sampled, **cut)
-        metrics["kl_to_sft"] = (own - ref).mean().item()
-    if gold:
-        metrics.update(gold_metrics(prompts, greedy_text, "greedy"))
-        metrics.update(gold_metrics(prompts, sampled_text, "sampled"))
-    return PolicyEvaluation(metrics=metrics, greedy_answers=greedy_text, sampled_answers=sampled_text)
-

@@ -10,7 +10,8 @@ import argparse
 import copy
 from collections.abc import Sequence
 
-from ..pipeline.runner import add_run_options, quiet_library_progress_bars, run_pipeline, spec_from_dict
+from ..pipeline.runner import add_run_options, quiet_library_progress_bars, run_pipeline
+from ..pipeline.spec import spec_from_dict
 
 _COMMON = {
     "per_device_train_batch_size": 64,
@@ -27,7 +28,8 @@ DEMO_PIPELINE = {
     "seed": 0,
     "title": "RLHF demo: the largest of four digits",
     "torch_threads": 1,
-    "demo_task": {
+    "task": {
+        "provider": "rlhf_recipes.demo.provider:MaxDigitTask",
         "num_heldout": 200,
         "num_validation": 200,
         "num_pairs": 6000,

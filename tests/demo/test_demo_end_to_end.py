@@ -9,14 +9,15 @@ import pytest
 
 from rlhf_recipes.tools.chat import main as chat_main
 from rlhf_recipes.demo.run import DEMO_PIPELINE
-from rlhf_recipes.pipeline.runner import run_pipeline, spec_from_dict
+from rlhf_recipes.pipeline.runner import run_pipeline
+from rlhf_recipes.pipeline.spec import spec_from_dict
 from rlhf_recipes.report.build import main as report_main
 
 
 def _shrunken(output_dir: str) -> dict:
     raw = copy.deepcopy(DEMO_PIPELINE)
     raw["output_dir"] = output_dir
-    raw["demo_task"].update(num_heldout=16, num_validation=8, num_pairs=300, num_corpus=200)
+    raw["task"].update(num_heldout=16, num_validation=8, num_pairs=300, num_corpus=200)
     raw["model"]["model_config_overrides"].update(hidden_size=32, ffn_dim=64, word_embed_proj_dim=32)
     stages = raw["stages"]
     stages["pretrain"].update(max_steps=2)

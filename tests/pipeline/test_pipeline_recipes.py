@@ -11,7 +11,8 @@ from rlhf_recipes.data import DataArguments
 from rlhf_recipes.demo.run import DEMO_PIPELINE
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.config.parsing import parse_args
-from rlhf_recipes.pipeline.runner import Resolver, load_spec
+from rlhf_recipes.pipeline.resolve import Resolver
+from rlhf_recipes.pipeline.spec import load_spec
 from rlhf_recipes.ppo import PPOConfig
 from rlhf_recipes.ppo.run import PPOScriptArguments
 from rlhf_recipes.stages.reward import RewardScriptArguments

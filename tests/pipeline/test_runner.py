@@ -9,7 +9,8 @@ import yaml
 
 from rlhf_recipes.pipeline import runner as pipeline
 from rlhf_recipes.config.parsing import ConfigError
-from rlhf_recipes.pipeline.runner import Pipeline, load_spec, spec_from_dict
+from rlhf_recipes.pipeline.runner import Pipeline
+from rlhf_recipes.pipeline.spec import load_spec, spec_from_dict
 
 ORDER = ["data", "pretrain", "sft", "reward", "select", "ppo", "evaluate"]
 
@@ -18,7 +19,7 @@ def _spec(tmp_path, **changes):
     raw = {
         "output_dir": str(tmp_path / "run"),
         "seed": 3,
-        "demo_task": {"num_pairs": 100},
+        "task": {"provider": "rlhf_recipes.demo.provider:MaxDigitTask", "num_pairs": 100},
         "model": {"model_name_or_path": "tiny:opt", "model_config_overrides": {"hidden_size": 32}},
         "stages": {"pretrain": {"max_steps": 1}, "sft": {"max_steps": 2}, "reward": {"learning_rate": 1e-3},
                    "ppo": {"max_steps": 1}},
@@ -43,7 +44,7 @@ def calls(monkeypatch):
         return run
 
     def step(name):
-        def run(spec, settings):
+        def run(spec, settings, task):
             made.append(name)
             if name == "select":
                 return {"chosen": "final", "chosen_path": settings["sft_dir"], "candidates": []}
@@ -121,7 +122,7 @@ def test_a_failed_step_leaves_no_marker_and_runs_again(tmp_path, calls, monkeypa
     assert calls == ["reward", "select", "ppo", "evaluate"]
 
 
-def test_stage_configs_chain_the_models_and_the_demo_files(tmp_path, calls):
+def test_stage_configs_chain_the_models_and_the_task_files(tmp_path, calls):
     run_dir = Pipeline(_spec(tmp_path)).run()
     configs = {s: yaml.safe_load((run_dir / "configs" / f"{s}.yaml").read_text()) for s in ("pretrain", "sft", "reward", "ppo")}
     assert configs["pretrain"]["model_name_or_path"] == "tiny:opt"
@@ -134,7 +135,8 @@ def test_stage_configs_chain_the_models_and_the_demo_files(tmp_path, calls):
     assert configs["ppo"]["reward_model_path"] == str(run_dir / "reward")
     assert configs["sft"]["dataset_name"].endswith("data/sft.jsonl") and configs["sft"]["data_split"] == "1,0,0"
     assert configs["reward"]["dataset_name"].endswith("data/pairs.jsonl")
-    assert configs["ppo"]["ptx_dataset_name"].endswith("data/corpus.jsonl")
+    assert configs["ppo"]["ptx_dataset_name"].endswith("data/ptx.jsonl")
+    assert configs["ppo"]["data_split"] == configs["ppo"]["ptx_data_split"] == "all"
     assert {c["seed"] for c in configs.values()} == {3}
     assert configs["sft"]["max_steps"] == 2
 
@@ -142,7 +144,7 @@ def test_stage_configs_chain_the_models_and_the_demo_files(tmp_path, calls):
 def test_stage_config_files_are_merged_under_inline_fields(tmp_path, calls):
     (tmp_path / "sft.yaml").write_text("learning_rate: 0.1\nmax_steps: 7\n")
     path = tmp_path / "pipeline.yaml"
-    raw = {"output_dir": str(tmp_path / "run"), "demo_task": {}, "stages": {
+    raw = {"output_dir": str(tmp_path / "run"), "task": {"provider": "rlhf_recipes.demo.provider:MaxDigitTask"}, "stages": {
         "sft": {"config": "sft.yaml", "max_steps": 9}, "reward": {}, "ppo": {}}}
     path.write_text(yaml.safe_dump(raw))
     run_dir = Pipeline(load_spec(str(path))).run()
@@ -155,7 +157,9 @@ def test_stage_config_files_are_merged_under_inline_fields(tmp_path, calls):
     [
         ({"stages": {"sft": {}, "reward": {}}}, "'ppo' stage"),
         ({"stages": {"sft": {}, "reward": {}, "ppo": {}, "dpo": {}}}, "dpo"),
-        ({"demo_task": None}, "pretrain"),
+        ({"task": None}, "pretrain"),
+        ({"task": {"provider": "rlhf_recipes.demo.provider:NoSuchTask"}}, "cannot be imported"),
+        ({"task": {"provider": "rlhf_recipes.demo.provider:MaxDigitTask", "num_pears": 1}}, "num_pears"),
         ({"learning_rate": 1.0}, "learning_rate"),
     ],
 )
