@@ -213,7 +213,7 @@ def load_reward_model(path: str, trust_remote_code: bool = False) -> tuple[PreTr
         return model.eval(), tokenizer
     model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=trust_remote_code)
     architectures = model.config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+    if not any(name.endswith(("ForSequenceClassification", "WithValueHead")) for name in architectures):
         raise ValueError(
             f"{path!r} is not a reward model (its architectures are {architectures}); a causal LM loaded as one "
             "would score with a random head. Point --model_name_or_path at the reward stage's output_dir."
