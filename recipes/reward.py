@@ -1,9 +1,11 @@
 """Step 2, reward model: `python recipes/reward.py --config recipes/tiny/reward.yaml [--field value ...]`.
 
-Multi-process: `accelerate launch [--config_file ...] recipes/reward.py --config ...`. Same as `rlhf-recipes reward`.
+Multi-process: `accelerate launch [--config_file ...] recipes/reward.py --config ...`. Same as `rlhf-recipes reward` (`--help`, `--print-config`, `--debug` included).
 """
 
-from rlhf_recipes.stages.reward import main
+import sys
+
+from rlhf_recipes.cli import run
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run("reward", sys.argv[1:]))

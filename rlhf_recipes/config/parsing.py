@@ -6,6 +6,7 @@ for a flag, and never checks values from the YAML, which then fail deep inside a
 import argparse
 import dataclasses
 import difflib
+import enum
 import sys
 import types
 import typing
@@ -15,9 +16,9 @@ import torch
 import yaml
 from trl import TrlParser
 
-
-class ConfigError(ValueError):
-    """A recipe configuration that cannot run; raised before any model is loaded."""
+from .errors import ConfigError
+from .precheck import read_yaml_mapping
+from .ranges import check_ranges
 
 
 def _suggest(key: str, valid: Sequence[str]) -> str:
@@ -29,10 +30,7 @@ def _unknown_keys(argv: list[str], valid: set[str]) -> list[tuple[str, str]]:
     unknown = []
     if "--config" in argv:
         path = argv[argv.index("--config") + 1]
-        with open(path, encoding="utf-8") as handle:
-            config = yaml.safe_load(handle)
-        if not isinstance(config, dict):
-            raise ConfigError(f"Config file {path} must contain a YAML mapping of field: value.")
+        config = read_yaml_mapping(path)
         unknown += [(key, f"config file {path}") for key in config if key not in valid | {"env"}]
     for token in argv:
         key = token[2:].split("=", 1)[0].replace("-", "_")
@@ -70,8 +68,7 @@ def _check_config_values(argv: list[str], parser: TrlParser) -> None:
     if "--config" not in argv:
         return
     path = argv[argv.index("--config") + 1]
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    config = read_yaml_mapping(path)
     actions = {action.dest: action for action in parser._actions}
     for key, value in config.items():
         if key in actions:
@@ -105,20 +102,95 @@ def _raise_config_error(message: str):
     raise ConfigError(f"Command line: {message.rstrip('.')}.")
 
 
+HELP_FLAGS = ("-h", "--help")
+PRINT_CONFIG_FLAG = "--print-config"
+_HIDDEN = "<hidden>"
+
+
+def _first_line(dtype: type) -> str:
+    doc = (dtype.__doc__ or "").strip()
+    return "" if doc.startswith(f"{dtype.__name__}(") else doc.split("\n", 1)[0]  # dataclass's generated doc
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults after each help text, and each field once (HfArgumentParser adds a --dashed-alias of every flag)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        return f"{action.option_strings[0]} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+def _grouped_help(parser: TrlParser, dataclass_types: Sequence[type], argv: list[str]) -> str:
+    """The parser's help with each dataclass's fields under its own heading, defaults from `--config` if given."""
+    parser.formatter_class = _HelpFormatter
+    parser.usage = f"{parser.prog} [--config FILE.yaml] [--field value ...] [{PRINT_CONFIG_FLAG}] [--debug]"
+    parser.epilog = (
+        "Fields come from the --config YAML (field: value) and flags (--field value); flags win. "
+        f"{PRINT_CONFIG_FLAG} prints the resolved fields as YAML and exits; --debug shows tracebacks."
+    )
+    if "--config" in argv:
+        config = read_yaml_mapping(argv[argv.index("--config") + 1])
+        parser.set_defaults_with_config(**{key: value for key, value in config.items() if key != "env"})
+    for dtype in dataclass_types:
+        names = {field.name for field in dataclasses.fields(dtype)}
+        group = parser.add_argument_group(dtype.__name__, _first_line(dtype))
+        for action in [action for action in parser._optionals._group_actions if action.dest in names]:
+            parser._optionals._group_actions.remove(action)
+            group._group_actions.append(action)
+    return parser.format_help()
+
+
+def _plain(value):
+    """`value` as YAML-safe data: enums as their value, nested dataclasses as mappings."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def resolved_yaml(parsed: Sequence) -> str:
+    """Every field of the parsed dataclasses as YAML (a `--config` file that reproduces them), one commented
+    block per dataclass; a Hub token is hidden."""
+    blocks = []
+    for obj in parsed:
+        values = {
+            field.name: _HIDDEN if field.name.endswith("hub_token") and getattr(obj, field.name) else _plain(
+                getattr(obj, field.name)
+            )
+            for field in dataclasses.fields(obj)
+            if field.init
+        }
+        blocks.append(f"# {type(obj).__name__}\n" + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+    return "\n".join(blocks)
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
     """Parse `--config file.yaml` plus command-line flags into the given dataclasses.
 
     Unknown keys, in the YAML or on the command line, and values that do not fit their field's
     type or choices raise `ConfigError` naming each key and where it came from, before any
-    dataclass is built. On the command line, `null` (or `None`) unsets an optional field. Without
+    dataclass is built; so do numbers outside their range (`config.ranges`) and a `ValueError` of a
+    dataclass's own checks. On the command line, `null` (or `None`) unsets an optional field. Without
     CUDA, `bf16` defaults to false and `use_cpu` to true (TRL defaults bf16 to true, which fails on
-    a CPU); YAML and flags still win.
+    a CPU); YAML and flags still win. `--help` prints the fields grouped by dataclass with their
+    defaults and `--print-config` the resolved fields as YAML; both then exit with status 0.
     """
     parser = TrlParser(dataclass_types=list(dataclass_types))
     valid = {action.dest for action in parser._actions if action.dest != "help"}
     if not torch.cuda.is_available():
         parser.set_defaults(**{key: value for key, value in (("bf16", False), ("use_cpu", True)) if key in valid})
     argv = list(sys.argv[1:] if argv is None else argv)
+    if set(HELP_FLAGS) & set(argv):
+        print(_grouped_help(parser, dataclass_types, argv))
+        raise SystemExit(0)
+    print_config = PRINT_CONFIG_FLAG in argv
+    argv = [token for token in argv if token != PRINT_CONFIG_FLAG]
     unknown = _unknown_keys(argv, valid)
     if unknown:
         details = "; ".join(f"{key!r} in the {where}{_suggest(key, sorted(valid))}" for key, where in unknown)
@@ -129,4 +201,15 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         if action.dest in optional and action.type is str:
             action.type = _str_or_none  # `--stop_token null` unsets a field, as `stop_token: null` does in YAML
     parser.error = _raise_config_error
-    return tuple(parser.parse_args_and_config(argv))
+    try:
+        parsed = tuple(parser.parse_args_and_config(argv))
+    except ConfigError:
+        raise
+    except ValueError as err:  # a dataclass's own check (TrainingArguments: "--load_best_model_at_end requires...")
+        raise ConfigError(str(err)) from err
+    for obj in parsed:
+        check_ranges({field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)})
+    if print_config:
+        print(resolved_yaml(parsed), end="")
+        raise SystemExit(0)
+    return parsed

@@ -28,13 +28,18 @@ def check_model_args(model_args: ModelArguments) -> None:
         )
 
 
-def check_length(field: str, length: int | None, positions: int | None) -> None:
-    """`length` tokens (a sequence length setting named `field`) must fit the model's positions."""
-    if length is not None and positions is not None and length > positions:
-        raise ConfigError(
-            f"{field} ({length}) exceeds the model's {positions} positions (max_position_embeddings): sequences that "
-            f"long would index past its position embeddings. Set {field}: {positions} or lower."
-        )
+def check_length(positions: int | None, **lengths: int | None) -> None:
+    """Sequences of the summed lengths (keyword = the setting, e.g. a prompt and its response) must fit the
+    model's positions. Nothing to check when the model or a setting has no limit (None)."""
+    if positions is None or None in lengths.values() or sum(lengths.values()) <= positions:
+        return
+    named = " + ".join(f"{name} ({length})" for name, length in lengths.items())
+    (only, *others) = lengths
+    fix = "Lower one of them." if others else f"Set {only}: {positions} or lower."
+    raise ConfigError(
+        f"{named} exceeds the model's {positions} positions (max_position_embeddings): sequences that long would "
+        f"index past its position embeddings. {fix}"
+    )
 
 
 def _size(num_bytes: float) -> str:
@@ -71,11 +76,21 @@ def estimate_run_bytes(num_parameters: int, bytes_per_param: int, kept: int, use
     return kept * per_checkpoint + weights, detail
 
 
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def check_output_dir(output_dir: str, need_bytes: int = 0, detail: str = "") -> None:
-    """`output_dir` can be created and written (a probe file), and has `need_bytes` free."""
-    probe = os.path.join(output_dir, f".write-probe-{os.getpid()}")
+    """`output_dir` can be written (a probe file in it, or in its nearest existing parent: a run that fails
+    before training must not leave an empty directory behind), and its disk has `need_bytes` free."""
+    existing = _existing_ancestor(output_dir)
+    probe = os.path.join(existing, f".write-probe-{os.getpid()}")
     try:
-        os.makedirs(output_dir, exist_ok=True)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(f"{existing} is a file")
         with open(probe, "wb") as handle:
             handle.write(b"probe")
             handle.flush()
@@ -86,7 +101,7 @@ def check_output_dir(output_dir: str, need_bytes: int = 0, detail: str = "") -> 
             f"output_dir {output_dir!r} is not writable ({err.strerror or err}): checkpoints and the final model "
             "could not be saved. Choose a directory you can write to."
         ) from err
-    free = shutil.disk_usage(output_dir).free
+    free = shutil.disk_usage(existing).free
     if need_bytes > free:
         raise ConfigError(
             f"output_dir {output_dir!r} has {_size(free)} free but this run needs about {_size(need_bytes)} "
@@ -99,7 +114,7 @@ def preflight_stage(model_args: ModelArguments, args: TrainingArguments, task: s
     check_model_args(model_args)
     trust = args.trust_remote_code
     config = model_config(model_args, trust_remote_code=trust)
-    check_length("max_length", getattr(args, "max_length", None), max_positions(config))
+    check_length(max_positions(config), max_length=getattr(args, "max_length", None))
     need, detail = estimate_run_bytes(
         parameter_count(config, task, trust), bytes_per_parameter(model_args, config), kept_checkpoints(args),
         model_args.use_peft, model_args.merge_lora,

@@ -68,7 +68,7 @@ def test_too_little_free_space_names_the_numbers(tiny_dirs, tmp_path, monkeypatc
         ("reward", ["--max_length", "600"], r"max_length \(600\) exceeds the model's 512 positions"),
         ("sft", ["--load_in_4bit", "true"], "load_in_4bit/load_in_8bit .* set use_peft: true"),
         ("reward", ["--merge_lora", "true"], r"merge_lora: true needs LoRA training \(use_peft: true\)"),
-        ("sft", ["--learning_rate", "abc"], "Command line: argument --learning_rate.*invalid float value: 'abc'"),
+        ("sft", ["--learning_rate", "abc"], "learning_rate must be a number > 0; the command line gives 'abc'"),
     ],
 )
 def test_contradictory_or_mistyped_stage_options(stage, extra, message, tiny_dirs, tmp_path):
@@ -81,7 +81,7 @@ def test_a_mistyped_yaml_value_is_named_with_its_file(tmp_path):
     config = yaml.safe_load((REPO_ROOT / "recipes/tiny/sft.yaml").read_text())
     path = tmp_path / "sft.yaml"
     path.write_text(yaml.safe_dump({**config, "learning_rate": "abc", "output_dir": str(tmp_path / "out")}))
-    with pytest.raises(ConfigError, match=rf"learning_rate must be a number; the config file {path} gives 'abc'"):
+    with pytest.raises(ConfigError, match=rf"learning_rate must be a number > 0; the config file {path} gives 'abc'"):
         cli.main(["sft", "--config", str(path)])
 
 
