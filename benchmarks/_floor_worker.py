@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ppo_bench_common import load_workload, write_json  # noqa: E402
 
-from rlhf_recipes.ppo.sampling import SamplingConfig, position_ids_from, sample  # noqa: E402
+from rlhf_recipes.models.generation import SamplingConfig, position_ids_from, sample  # noqa: E402
 
 
 def response_logprobs(policy, ids, mask, width: int, temperature: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ import ppo_vs_trl as bench
 HERE = Path(__file__).resolve().parent
 CATEGORIES = [  # (label, regex on a frame "function (file)"), first match wins
     ("generation (generate / our KV-cache sampler)",
-     r"^GenerationMixin\.generate |^sample \(rlhf_recipes/ppo/sampling\.py\)"),
+     r"^GenerationMixin\.generate |^sample \(rlhf_recipes/models/generation\.py\)"),
     ("backward", r"^_engine_run_backward "),
     ("optimizer step + zero_grad", r"^Optimizer\.(profile_hook_step|zero_grad)|^AcceleratedOptimizer\.(step|zero_grad) "),
     ("gradient clipping", r"clip_grad_norm_ |get_total_norm |clip_grads_with_norm_ "),

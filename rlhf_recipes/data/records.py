@@ -16,9 +16,14 @@ RESPONSE_COLUMNS = COLUMNS[1:]
 MESSAGE = {"role": Value("string"), "content": Value("string")}
 
 
+def is_messages(value) -> bool:
+    """True for a list of `{"role", "content"}` messages (TRL's conversational format), not a string."""
+    return isinstance(value, list) and (not value or isinstance(value[0], dict))
+
+
 def is_conversational(record: dict) -> bool:
     """True when the record's values are message lists rather than strings."""
-    return any(isinstance(record.get(column), list) for column in COLUMNS)
+    return any(is_messages(record.get(column)) for column in COLUMNS)
 
 
 def to_messages(record: dict) -> dict:

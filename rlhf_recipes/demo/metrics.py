@@ -6,44 +6,16 @@ use its checker (`task.score_answer`) and trust no model.
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..models.generation import SamplingConfig, generate, left_pad, tokenize_prompts
 from .task import gold_answer, is_hard, parse_prompt, score_answer
 
 DIGIT_CANDIDATES = [str(d) for d in range(10)]
 
 
-def _encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_prompt_length: int | None):
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if max_prompt_length is not None:
-        ids = [row[-max_prompt_length:] for row in ids]
-    return ids
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            attention[i, width - len(row) :] = 1
-    return input_ids, attention
-
-
-def _truncate_after_eos(row: list[int], eos_id: int, pad_id: int) -> list[int]:
-    out = []
-    for token in row:
-        if token == eos_id:
-            return out + [token]
-        if token != pad_id or pad_id == eos_id:
-            out.append(token)
-    return out
-
-
-@torch.no_grad()
 def generate_responses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list,
     do_sample: bool,
     temperature: float = 1.0,
     max_new_tokens: int = 8,
@@ -51,28 +23,17 @@ def generate_responses(
     batch_size: int = 256,
     max_prompt_length: int | None = None,
 ) -> list[list[int]]:
-    """Response token ids per prompt, cut after the first EOS (kept) and without padding.
+    """Response token ids per prompt, cut after the first EOS (kept) and without padding: a pad token
+    the model generates counts as padding too (unless pad is EOS).
 
     Sampling is plain ancestral sampling at `temperature` (no top-k/top-p), seeded.
     """
     model.eval()
     torch.manual_seed(seed)
-    encoded = _encode_prompts(tokenizer, prompts, max_prompt_length)
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    responses = []
-    for start in range(0, len(encoded), batch_size):
-        input_ids, attention = _left_pad(encoded[start : start + batch_size], tokenizer.pad_token_id)
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-        for row in output[:, input_ids.shape[1] :].tolist():
-            responses.append(_truncate_after_eos(row, tokenizer.eos_token_id, tokenizer.pad_token_id))
-    return responses
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    config = SamplingConfig(max_new_tokens, pad, temperature, stop_token_ids=(eos,), greedy=not do_sample)
+    responses = generate(model, tokenizer, prompts, config, batch_size, max_prompt_length)
+    return [[token for token in row if token != pad or pad == eos] for row in responses]
 
 
 @torch.no_grad()
@@ -86,12 +47,12 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """log p(response | prompt) under `model`, summed over the response tokens."""
     model.eval()
-    encoded = _encode_prompts(tokenizer, prompts, max_prompt_length)
+    encoded, _ = tokenize_prompts(prompts, tokenizer, max_prompt_length)
     totals = []
     for start in range(0, len(encoded), batch_size):
         prompt_rows = encoded[start : start + batch_size]
         response_rows = responses[start : start + batch_size]
-        input_ids, attention = _left_pad([p + r for p, r in zip(prompt_rows, response_rows)], tokenizer.pad_token_id)
+        input_ids, attention = left_pad([p + r for p, r in zip(prompt_rows, response_rows)], tokenizer.pad_token_id)
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
         token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         width = input_ids.shape[1]
@@ -114,11 +75,11 @@ def reward_scores(
 ) -> torch.Tensor:
     """The reward model's scalar score of each prompt + response (token ids as generated)."""
     reward_model.eval()
-    encoded = _encode_prompts(tokenizer, prompts, max_prompt_length)
+    encoded, _ = tokenize_prompts(prompts, tokenizer, max_prompt_length)
     scores = []
     for start in range(0, len(encoded), batch_size):
         rows = [p + r for p, r in zip(encoded[start : start + batch_size], responses[start : start + batch_size])]
-        input_ids, attention = _left_pad(rows, tokenizer.pad_token_id)
+        input_ids, attention = left_pad(rows, tokenizer.pad_token_id)
         scores.append(reward_model(input_ids=input_ids, attention_mask=attention).logits[:, 0].float())
     return torch.cat(scores)
 

@@ -5,7 +5,8 @@
   `kl` (mean over all ranks' responses of the summed per-token KL estimate), `scores` (mean
   shaped score) and `num_samples` (responses in the rollout, all ranks). A callback may set
   `state.kl_coef`: the value there when the event returns is the coefficient of this rollout's
-  per-token penalty `-kl_coef * kl_t`. It lives in the trainer state, so checkpoints keep it.
+  per-token penalty `-kl_coef * kl_t`. `state.kl_coef` is the coefficient's only home: the KL
+  callback sets it from `args.kl_coef` when training begins, and checkpoints keep it.
 - `compute_extra_actor_loss(args, state, control, model, micro_step, num_micro_steps,
   process_index, num_processes, **kwargs)`: once per actor microbatch, before backward.
   Return None or a dict `{name: (coef, loss)}`; the trainer adds `coef * loss` to the actor
@@ -65,17 +66,20 @@ class PPOCallbackHandler(CallbackHandler):
 
 
 class KLCallback(PPOCallback):
-    """Base of the KL controllers; the trainer adds one (fixed or adaptive) unless you pass one."""
+    """Base of the KL controllers; the trainer adds one (fixed or adaptive) unless you pass one.
+    Training starts with `state.kl_coef = args.kl_coef`; a resumed run keeps the checkpoint's value."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            state.kl_coef = args.kl_coef
 
 
 class FixedKLCallback(KLCallback):
-    """kl_coef stays at `kl_coef` (TRL PPOv2, DeepSpeed-Chat)."""
+    """kl_coef stays at `args.kl_coef` (TRL PPOv2, DeepSpeed-Chat), also when a run resumes with
+    another value. Other callbacks may still set `state.kl_coef` (a schedule)."""
 
-    def __init__(self, kl_coef: float):
-        self.kl_coef = kl_coef
-
-    def on_rollout_end(self, args, state, control, rollout_stats, **kwargs):
-        state.kl_coef = self.kl_coef
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.kl_coef = args.kl_coef
 
 
 class AdaptiveKLCallback(KLCallback):
@@ -83,7 +87,7 @@ class AdaptiveKLCallback(KLCallback):
 
     e = clip(KL / target - 1, -0.2, 0.2);   kl_coef <- kl_coef * (1 + e * n / horizon)
     with KL the measured per-response KL and n the responses in the rollout. The coefficient
-    starts at `state.kl_coef` (the config's `kl_coef`, or a checkpoint's value).
+    starts at the config's `kl_coef`, or a checkpoint's value (see `KLCallback`).
     """
 
     def __init__(self, target: float, horizon: int):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..config.parsing import ConfigError
+from ..config.preflight import check_length
 
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -222,8 +223,4 @@ class PPOConfig(TrainingArguments):
 
     def check_model_positions(self, max_positions: int | None) -> None:
         """Prompt plus response must fit the model's position embeddings."""
-        if max_positions is not None and self.max_prompt_length + self.response_length > max_positions:
-            raise ConfigError(
-                f"max_prompt_length ({self.max_prompt_length}) + response_length ({self.response_length}) exceeds "
-                f"the model's {max_positions} positions (max_position_embeddings); lower one of them."
-            )
+        check_length(max_positions, max_prompt_length=self.max_prompt_length, response_length=self.response_length)

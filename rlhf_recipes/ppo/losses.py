@@ -2,10 +2,13 @@
 on real response tokens (up to and including the first stop token) and 0 on padding after it.
 
 Notation: pi = policy, pi_old = the policy that sampled the rollout, rho = the reference
-(SFT) policy, V = critic, A = advantage, R = return, m_t = mask.
+(SFT) policy, V = critic, A = advantage, R = return, m_t = mask. log pi(a_t|s_t) comes from
+`models.generation.logprobs_from_logits`, shared with the sampler.
 """
 
 import torch
+
+from ..models.generation import logprobs_from_logits
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -29,12 +32,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     var = (centred**2).sum() / (n - 1)
     whitened = centred * torch.rsqrt(var + 1e-8)
     return (whitened if shift_mean else whitened + mean) * mask
-
-
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] = logit[token] - logsumexp(logits), without a B x T x V log-softmax."""
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

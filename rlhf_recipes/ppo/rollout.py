@@ -11,59 +11,9 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from .losses import logprobs_from_logits
+from ..models.generation import SamplingConfig, forward_accepts, logprobs_from_logits, position_ids_from
+from ..models.generation import sample_responses
 from ..models.value_head import batch_first_hidden_states
-from .sampling import SamplingConfig, forward_accepts, position_ids_from, sample
-
-
-def is_conversational(prompt) -> bool:
-    return isinstance(prompt, list) and (not prompt or isinstance(prompt[0], dict))
-
-
-def tokenize_prompts(
-    prompts: list, tokenizer: PreTrainedTokenizerBase, max_prompt_length: int
-) -> tuple[list[list[int]], list[int]]:
-    """Token ids of each prompt, keeping its last `max_prompt_length` tokens (DeepSpeed-Chat keeps
-    the end, next to where the response starts). Chat prompts get the tokenizer's chat template
-    with the generation prompt. Returns (ids, positions of the prompts that were truncated)."""
-    ids, truncated = [], []
-    for position, prompt in enumerate(prompts):
-        if is_conversational(prompt):
-            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-        elif isinstance(prompt, str):
-            tokens = tokenizer(prompt)["input_ids"]
-        else:
-            raise TypeError(f"A prompt must be a string or a list of chat messages, got {type(prompt).__name__}.")
-        if not tokens:
-            raise ValueError(f"Prompt {prompt!r} tokenizes to nothing.")
-        if len(tokens) > max_prompt_length:
-            truncated.append(position)
-        ids.append(tokens[-max_prompt_length:])
-    return ids, truncated
-
-
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both B x max_len, padded on the left for generation."""
-    width = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, width - len(seq) :] = 1
-    return input_ids, attention_mask
-
-
-def stop_mask(responses: torch.Tensor, stop_token_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask of real response tokens: everything up to and including the first stop token; all of
-    a response without one. Returns (mask as long, has_stop as bool per row)."""
-    positions = torch.arange(responses.shape[1], device=responses.device)
-    if not stop_token_ids:
-        return torch.ones_like(responses), torch.zeros(responses.shape[0], dtype=torch.bool, device=responses.device)
-    is_stop = torch.isin(responses, torch.tensor(stop_token_ids, device=responses.device))
-    has_stop = is_stop.any(dim=1)
-    first_stop = torch.where(has_stop, is_stop.long().argmax(dim=1), responses.shape[1] - 1)
-    return (positions.unsqueeze(0) <= first_stop.unsqueeze(1)).long(), has_stop
 
 
 def supports_logits_to_keep(model) -> bool:
@@ -132,24 +82,6 @@ def sampling_config(args, tokenizer: PreTrainedTokenizerBase, stop_token_ids: li
         top_p=args.top_p,
         stop_token_ids=tuple(stop_token_ids),
     )
-
-
-def sample_responses(
-    policy, prompt_ids, prompt_mask, config: SamplingConfig, chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(responses, response_mask, has_stop, logprobs): sampled in row chunks, cut after the first
-    stop token (the rest becomes pad) and trimmed to the longest response. `logprobs` are those of
-    the sampled tokens under softmax(logits / temperature)."""
-    chunks = [
-        sample(policy, prompt_ids[i : i + chunk_size], prompt_mask[i : i + chunk_size], config)
-        for i in range(0, prompt_ids.shape[0], chunk_size)
-    ]
-    responses, logprobs = (torch.cat(parts) for parts in zip(*chunks, strict=True))
-    response_mask, has_stop = stop_mask(responses, list(config.stop_token_ids))
-    width = int(response_mask.sum(1).max())
-    response_mask = response_mask[:, :width]
-    responses = responses[:, :width].masked_fill(response_mask == 0, config.pad_token_id)
-    return responses, response_mask, has_stop, logprobs[:, :width]
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Scores for PPO: a reward model and/or Python reward functions behind one interface, and the
-shaping applied to their sum (running normalisation, clipping, missing-EOS penalty).
+"""Raw scores for PPO: a reward model and/or Python reward functions behind one interface (the
+shaping of their sum is in `experience`).
 
 Reward functions follow TRL GRPO's convention: `func(prompts, completions, **kwargs) -> list[float]`,
 where `prompts` are the dataset's prompts as given (strings or chat messages), `completions`
@@ -14,8 +14,10 @@ from contextlib import nullcontext
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..data.records import is_messages
+from ..models.generation import left_pad
 from ..models.introspection import max_positions
-from .rollout import Rollout, ValueModel, chunked, is_conversational, left_pad
+from .rollout import Rollout, ValueModel, chunked
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -51,11 +53,6 @@ class RewardScorer:
         self.chunk_size = chunk_size
         self.reward_context = reward_context
 
-    def to(self, device) -> "RewardScorer":
-        if self.reward_model is not None:
-            self.reward_model.to(device)
-        return self
-
     def completion_ids(self, rollout: Rollout) -> list[list[int]]:
         return [row[mask.bool()].tolist() for row, mask in zip(rollout.responses, rollout.response_mask, strict=True)]
 
@@ -73,7 +70,7 @@ class RewardScorer:
             total += self._model_scores(rollout, prompts, texts)
         if self.reward_funcs:
             completions = [
-                [{"role": "assistant", "content": text}] if is_conversational(prompt) else text
+                [{"role": "assistant", "content": text}] if is_messages(prompt) else text
                 for prompt, text in zip(prompts, texts, strict=True)
             ]
             kwargs = dict(columns or {}, completion_ids=self.completion_ids(rollout))
@@ -87,7 +84,7 @@ class RewardScorer:
 
     def _rendered(self, prompts: list) -> bool:
         """Whether the reward model reads re-rendered text instead of the rollout's tokens."""
-        return self.reward_model is not None and (self.reward_tokenizer is not None or is_conversational(prompts[0]))
+        return self.reward_model is not None and (self.reward_tokenizer is not None or is_messages(prompts[0]))
 
     def _model_scores(self, rollout: Rollout, prompts: list, texts: list[str] | None) -> torch.Tensor:
         if not self._rendered(prompts):
@@ -110,7 +107,7 @@ class RewardScorer:
         Each keeps its last tokens that fit the reward model's positions: the prompt is whole
         here, where the rollout kept only its last `max_prompt_length` tokens."""
         tok = self.reward_tokenizer or self.tokenizer
-        if is_conversational(prompts[0]):
+        if is_messages(prompts[0]):
             full = [tok.apply_chat_template(p + [{"role": "assistant", "content": t}], tokenize=False)
                     for p, t in zip(prompts, texts, strict=True)]
             sequences = tok(full, add_special_tokens=False)["input_ids"]
@@ -124,38 +121,3 @@ class RewardScorer:
         limit = max_positions(self.reward_model.network.config)
         return left_pad([seq[-limit:] if limit else seq for seq in sequences], tok.pad_token_id)
 
-
-def shape_scores(
-    scores: torch.Tensor,
-    has_stop: torch.Tensor,
-    reward_clip: float | None = None,
-    missing_eos_penalty: float | None = None,
-) -> torch.Tensor:
-    """clip(score, -reward_clip, reward_clip), then minus missing_eos_penalty where no stop token
-    was generated (after clipping, so the penalty always bites)."""
-    if reward_clip is not None:
-        scores = scores.clamp(-reward_clip, reward_clip)
-    if missing_eos_penalty is not None:
-        scores = scores - missing_eos_penalty * (~has_stop).to(scores.dtype)
-    return scores
-
-
-class RunningMoments:
-    """Running mean/variance of all scores seen (Chan et al. parallel update), for normalisation."""
-
-    def __init__(self, mean: float = 0.0, var: float = 1.0, count: int = 0):
-        self.mean, self.var, self.count = mean, var, count
-
-    def update(self, x: torch.Tensor) -> None:
-        n = x.numel()
-        batch_mean, batch_var = x.double().mean().item(), x.double().var(unbiased=False).item()
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / (self.var**0.5 + 1e-8)
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean, "var": self.var, "count": self.count}

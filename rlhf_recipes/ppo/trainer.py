@@ -34,6 +34,7 @@ from . import scoring
 from ..config.parsing import ConfigError
 from . import checkpoint
 from ..models.generation import left_pad, logprobs_from_logits, sample_responses, tokenize_prompts
+from ..models.introspection import max_positions
 from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
 from .config import PPOConfig
 from .experience import Experience, RunningMoments, ScoreShaper, kl_per_token, make_experience
@@ -166,7 +167,7 @@ class PPOTrainer:
                 network.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
                 if isinstance(network, PeftModel):
                     network.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
-        args.check_model_positions(getattr(policy.config, "max_position_embeddings", None))
+        args.check_model_positions(max_positions(policy.config))
 
         self.stop_token_ids = self._stop_token_ids(args, processing_class)
         self.sampling_config = sampling_config(args, processing_class, self.stop_token_ids)

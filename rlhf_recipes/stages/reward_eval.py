@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from peft import AutoPeftModelForSequenceClassification
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from trl import is_conversational
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..data import DataArguments, load_stage_dataset
+from ..data.records import is_conversational
 from ..models import ModelArguments, load_model, load_tokenizer
 from ..config.parsing import parse_args
 

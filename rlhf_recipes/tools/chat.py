@@ -17,6 +17,8 @@ import torch
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..models.generation import SamplingConfig, generate, stop_tokens_of
+
 
 def template_usable(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True when the tokenizer has a chat template and encodes its wrapper text without unknown tokens."""
@@ -43,28 +45,20 @@ class Generator:
 
     def __init__(self, model, tokenizer, use_template: bool, max_new_tokens: int, temperature: float, seed: int):
         self.model, self.tokenizer, self.use_template = model, tokenizer, use_template
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.config = SamplingConfig(
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature or 1.0,
+            stop_token_ids=stop_tokens_of(model, tokenizer),
+            greedy=temperature == 0,
+        )
         torch.manual_seed(seed)
 
-    def _text(self, messages: list[dict]) -> str:
-        if self.use_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return messages[-1]["content"]
-
-    @torch.no_grad()
     def reply(self, messages: list[dict]) -> str:
-        encoded = self.tokenizer(self._text(messages), return_tensors="pt", add_special_tokens=not self.use_template)
-        encoded = encoded.to(self.model.device)
-        sampling = dict(temperature=self.temperature, top_k=0, top_p=1.0) if self.temperature > 0 else {}
-        output = self.model.generate(
-            **encoded,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            do_sample=self.temperature > 0,
-            **sampling,
-        )
-        return self.tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        """The answer to the conversation (with the template), or to its last message as plain text."""
+        prompt = messages if self.use_template else messages[-1]["content"]
+        (answer,) = generate(self.model, self.tokenizer, [prompt], self.config, batch_size=1)
+        return self.tokenizer.decode(answer, skip_special_tokens=True).strip()
 
 
 def _parser(command: str) -> argparse.ArgumentParser:

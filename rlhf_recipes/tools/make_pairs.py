@@ -35,7 +35,10 @@ from rlhf_recipes.data.report import DataReport
 from rlhf_recipes.data.splits import stage_part
 from rlhf_recipes.data.stages import STAGES, project
 from rlhf_recipes.models import ModelArguments, load_model, load_tokenizer
+from rlhf_recipes.models.generation import SamplingConfig, generate, stop_tokens_of
+from rlhf_recipes.models.introspection import max_positions
 from rlhf_recipes.config.parsing import ConfigError, parse_args
+from rlhf_recipes.config.preflight import check_length
 
 
 @dataclass
@@ -75,6 +78,7 @@ class MakePairsArguments:
     batch_size: int = field(default=8, metadata={"help": "Prompts generated together."})
     do_sample: bool = field(default=True, metadata={"help": "Sample (true) or greedy decoding (false)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens; 0 disables."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 disables."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling."})
     dtype: str | None = field(default=None, metadata={"help": "Weights dtype: bfloat16, float16, float32 or auto."})
@@ -88,6 +92,8 @@ class MakePairsArguments:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.num_samples is not None and self.num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {self.num_samples}.")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be 0 (off) or positive, got {self.top_k}.")
         if self.do_sample and self.temperature <= 0:
             raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
@@ -128,43 +134,19 @@ def _as_messages(row: dict) -> dict:
     return {"prompt": messages["prompt"], "completion": messages["completion"]}
 
 
-def _encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], max_length: int) -> dict:
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    return tokenizer(
-        texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False, return_tensors="pt"
-    )
-
-
-@torch.no_grad()
 def generate_answers(model, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], args: MakePairsArguments):
     """The model's answer (a string) to each conversational prompt, through the tokenizer's chat template."""
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    sampling = dict(do_sample=False)
-    if args.do_sample:
-        sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p)
-    answers = []
-    for start in range(0, len(prompts), args.batch_size):
-        batch = _encode_prompts(tokenizer, prompts[start : start + args.batch_size], args.max_prompt_length)
-        batch = batch.to(model.device)
-        output = model.generate(
-            **batch,
-            max_new_tokens=args.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    return answers
-
-
-def _check_positions(model, args: MakePairsArguments) -> None:
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and args.max_prompt_length + args.max_new_tokens > positions:
-        raise ConfigError(
-            f"max_prompt_length ({args.max_prompt_length}) + max_new_tokens ({args.max_new_tokens}) exceed the "
-            f"model's {positions} positions (max_position_embeddings); lower one of them."
-        )
+    config = SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        temperature=args.temperature if args.do_sample else 1.0,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_token_ids=stop_tokens_of(model, tokenizer),
+        greedy=not args.do_sample,
+    )
+    answers = generate(model, tokenizer, prompts, config, args.batch_size, args.max_prompt_length)
+    return [text.strip() for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
 
 def _assistant(text: str) -> dict:
@@ -178,7 +160,8 @@ def make_pairs(args: MakePairsArguments) -> Counter:
     tokenizer = load_tokenizer(ModelArguments(model_name_or_path=args.model_name_or_path), args.trust_remote_code)
     model_args = ModelArguments(model_name_or_path=args.model_name_or_path, dtype=args.dtype)
     model = load_model(model_args, tokenizer, trust_remote_code=args.trust_remote_code)
-    _check_positions(model, args)
+    check_length(max_positions(model.config), max_prompt_length=args.max_prompt_length,
+                 max_new_tokens=args.max_new_tokens)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     answers = generate_answers(model, tokenizer, rows["prompt"], args)
     counts = Counter()

@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, set_seed
 
+from rlhf_recipes.tools import chat
 from rlhf_recipes.tools.chat import Generator, _chat_loop, load_for_generation, main, template_usable
 from rlhf_recipes.cli import main as cli_main
 from rlhf_recipes.demo.task import VOCABULARY
@@ -86,11 +87,12 @@ def test_chat_with_a_template_keeps_the_history(byte_adapter_dir, monkeypatch, c
     assert hasattr(model, "peft_config")
     seen = []
     generator = Generator(model, tokenizer, use_template=True, max_new_tokens=3, temperature=0.0, seed=0)
-    original = generator._text
-    monkeypatch.setattr(generator, "_text", lambda messages: seen.append(list(messages)) or original(messages))
+    original = chat.generate
+    monkeypatch.setattr(chat, "generate", lambda model, tok, prompts, *rest, **kw: seen.append(list(prompts[0])) or
+                        original(model, tok, prompts, *rest, **kw))
     _chat_loop(generator, io.StringIO("hello\nhow are you\n"), io.StringIO())
     assert [m["role"] for m in seen[1]] == ["user", "assistant", "user"]
-    assert "Human: hello" in original(seen[1])
+    assert "Human: hello" in tokenizer.apply_chat_template(seen[1], tokenize=False, add_generation_prompt=True)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
     assert main(["chat", "--model_name_or_path", str(byte_adapter_dir), "--max_new_tokens", "3"]) == 0
     assert "assistant: " in capsys.readouterr().out

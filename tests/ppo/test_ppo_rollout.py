@@ -5,8 +5,10 @@ from transformers import TrainerControl
 
 from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model, build_word_tokenizer
 from rlhf_recipes.ppo import AdaptiveKLCallback, FixedKLCallback, PPOTrainerState
-from rlhf_recipes.ppo.rollout import Rollout, ValueModel, left_pad, stop_mask, tokenize_prompts
-from rlhf_recipes.ppo.scoring import RewardScorer, RunningMoments, shape_scores
+from rlhf_recipes.models.generation import left_pad, stop_mask, tokenize_prompts
+from rlhf_recipes.ppo.experience import RunningMoments, shape_scores
+from rlhf_recipes.ppo.rollout import Rollout, ValueModel
+from rlhf_recipes.ppo.scoring import RewardScorer
 
 EOS, PAD = 2, 0
 
@@ -70,7 +72,7 @@ def test_adaptive_kl_controller_moves_toward_the_target_both_ways():
     assert abs(_after_rollout(controller, 0.1, 3.0) - 0.099872) < 1e-12
     # KL 6.6: error 0.1 (inside the clip) -> 0.1 * 1.00064
     assert abs(_after_rollout(controller, 0.1, 6.6) - 0.100064) < 1e-12
-    assert _after_rollout(FixedKLCallback(0.05), 0.3, 100.0) == 0.05
+    assert _after_rollout(FixedKLCallback(), 0.3, 100.0) == 0.3  # the fixed controller never moves it
 
 
 def test_value_model_reads_a_head_of_any_shape_at_every_position():

@@ -6,9 +6,9 @@ import torch
 from transformers import TopKLogitsWarper, TopPLogitsWarper
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from rlhf_recipes.ppo.rollout import left_pad, response_logits, sample_responses, stop_mask
-from rlhf_recipes.ppo.sampling import SamplingConfig, filter_logits, next_tokens, sample
-from rlhf_recipes.ppo.losses import logprobs_from_logits
+from rlhf_recipes.models.generation import SamplingConfig, filter_logits, left_pad, logprobs_from_logits, next_tokens
+from rlhf_recipes.models.generation import sample, sample_responses, stop_mask
+from rlhf_recipes.ppo.rollout import response_logits
 
 PAD, STOP = 0, 9
 

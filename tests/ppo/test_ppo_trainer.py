@@ -232,7 +232,7 @@ def test_reward_normalisation_uses_running_statistics_of_all_scores(tiny, tmp_pa
     row = read_log(tmp_path)[0]
     # after one rollout the running statistics are that batch's own: normalised scores have mean 0
     assert row["objective/raw_scores"] >= 1.0 and abs(row["objective/scores"]) < 1e-5
-    moments = trainer.reward_moments
+    moments = trainer.shaper.moments
     assert moments.count == 16 and moments.mean == pytest.approx(row["objective/raw_scores"])
 
 
