@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import HfApi
 
+from ..config.paths import looks_like_local_path
 from ..data.splits import WHOLE
 from ..data.stages import STAGES as DATA_SPLIT_STAGES
 from .run_dir import MODEL_CARD, PPO_LOG, RM_EVAL, STAGE_DESCRIPTIONS, TRAIN_RESULTS, read_json, read_jsonl
@@ -137,9 +138,8 @@ def _training_section(output_dir: Path) -> list[str]:
 
 
 def _is_hub_id(name: str) -> bool:
-    """`name` or `org/name` that is neither an existing local path nor a data file name."""
-    local = os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1
-    return not local and Path(name).suffix not in DATA_FILE_SUFFIXES
+    """`name` or `org/name` that is neither a local path nor a data file name."""
+    return not looks_like_local_path(name, DATA_FILE_SUFFIXES)
 
 
 def _metadata(info: CardInfo) -> dict:

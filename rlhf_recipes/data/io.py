@@ -13,20 +13,14 @@ import datasets
 from datasets import Dataset, DatasetDict
 from datasets.exceptions import DatasetGenerationError
 
+from rlhf_recipes.config.paths import DATA_FILE_SUFFIXES as FILE_SUFFIXES
+from rlhf_recipes.config.paths import looks_like_local_path
 from rlhf_recipes.data.errors import DataError
-
-FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
 
 def is_local(name: str) -> bool:
-    """True for an existing path or anything spelled like a path; False means a Hub dataset id."""
-    path = Path(name).expanduser()
-    return (
-        path.exists()
-        or path.suffix in FILE_SUFFIXES
-        or name.startswith(("/", "./", "../", "~"))
-        or name.count("/") > 1
-    )
+    """True for an existing path or anything spelled like a path or a data file; False means a Hub dataset id."""
+    return looks_like_local_path(name, FILE_SUFFIXES)
 
 
 def load_raw(name: str, config: str | None = None, split: str = "train") -> Dataset:

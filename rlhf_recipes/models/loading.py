@@ -1,8 +1,11 @@
 """One way to load tokenizers, policies and reward models for every stage."""
 
+import contextlib
 import importlib.util
+import logging
 
 import torch
+import transformers.modeling_utils
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -18,6 +21,8 @@ from .gguf import resolve_model_path
 from .tiny import is_tiny, model_from_config, tiny_config
 from .tokenizers import FALLBACK_CHAT_TEMPLATE, build_byte_tokenizer
 from .value_head import CausalLMWithValueHead, load_value_head_model, wants_value_head
+
+logger = logging.getLogger("rlhf_recipes")
 
 _DROPOUT_FIELDS = (
     "dropout",
@@ -134,7 +139,37 @@ def load_model(
     if wants_value_head(config, args.value_head):
         return load_value_head_model(name, **kwargs)
     config.num_labels = 1
-    return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+    with _load_report_silenced():
+        model, info = AutoModelForSequenceClassification.from_pretrained(name, output_loading_info=True, **kwargs)
+    _log_new_weights(name, info)
+    return model
+
+
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _load_report_silenced():
+    """transformers logs a multi-line LOAD REPORT table (ANSI bold included) for the keys it did not find:
+    `_log_new_weights` says the same in one line. A filter, not a log level: transformers runs extra
+    checks when that logger's level is WARNING or above."""
+    report_logger = transformers.modeling_utils.logger
+    report_logger.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(_not_a_load_report)
+
+
+def _log_new_weights(name: str, info: dict) -> None:
+    """One line for a reward/value head created on a checkpoint that has none (expected on a causal-LM
+    checkpoint), one for any checkpoint weight the model does not use."""
+    if info["missing_keys"]:
+        logger.warning("%s: newly initialised weights %s (a new head on this checkpoint; training learns it).",
+                       name, ", ".join(sorted(info["missing_keys"])))
+    if info["unexpected_keys"]:
+        logger.warning("%s: checkpoint weights the model does not use: %s.", name, ", ".join(sorted(info["unexpected_keys"])))
 
 
 def peft_config_for(args: ModelArguments, task_type: str | None = None):

@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 
 from transformers import set_seed
 
+from .. import logs
 from ..artifacts import hub
 from ..data import DataArguments, load_stage_dataset
 from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
 from ..models.introspection import bytes_per_parameter, max_positions, model_config, parameter_count
 from ..config.parsing import ConfigError, parse_args
+from ..config.paths import check_local_path
+from ..config.precheck import MODEL_PATHS
 from ..config.preflight import check_model_args, check_output_dir, estimate_run_bytes, kept_checkpoints
 from ..artifacts.saving import MERGED_SUBDIR
 from .config import PPOConfig
@@ -49,22 +52,12 @@ class PPOScriptArguments:
     )
 
 
-_STEPS = {
-    "sft_model_path": "step 1 (rlhf-recipes sft --config <sft.yaml>)",
-    "reward_model_path": "step 2 (rlhf-recipes reward --config <reward.yaml>)",
-    "value_model_path": "step 2 (rlhf-recipes reward --config <reward.yaml>)",
-    "ref_model_path": "step 1 (rlhf-recipes sft --config <sft.yaml>)",
-}
-
-
 def _check_model_dir(name: str, path: str | None) -> None:
     """A local model directory must exist and hold full weights (not only a LoRA adapter)."""
     if path is None or is_tiny(path):
         return
-    local = path.startswith((".", "/", "~")) or path.count("/") > 1
     if not os.path.isdir(path):
-        if local:
-            raise ConfigError(f"{name} {path!r} does not exist. Run {_STEPS[name]} with output_dir {path!r} first.")
+        check_local_path(name, path, MODEL_PATHS["ppo"][name])
         return
     if not os.path.isfile(os.path.join(path, "config.json")):
         merged = os.path.join(path, MERGED_SUBDIR)
@@ -198,5 +191,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_args, data_args, args, script_args = parse_args(
         [ModelArguments, DataArguments, PPOConfig, PPOScriptArguments], argv
     )
+    logs.configure(args)
     run_ppo(model_args, data_args, args, script_args)
     hub.finish_and_push("ppo", model_args, data_args, args, argv)

@@ -7,6 +7,7 @@ microbatches) for the actor and the critic, which have their own optimizers and 
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -40,6 +41,8 @@ from .config import PPOConfig
 from .experience import Experience, RunningMoments, ScoreShaper, kl_per_token, make_experience
 from .losses import entropy_from_logits, masked_mean, policy_loss, value_loss
 from .rollout import Rollout, ValueModel, collect_rollout, response_logits, sampling_config, supports_logits_to_keep
+
+logger = logging.getLogger("rlhf_recipes")
 
 CRITIC_SUBDIR = "critic"
 EMA_SUBDIR = "ema"
@@ -177,8 +180,8 @@ class PPOTrainer:
         self.truncated = set(truncated)
         self.columns = {c: list(train_dataset[c]) for c in train_dataset.column_names if c != "prompt"}
         if self.truncated:
-            warnings.warn(f"{len(self.truncated)} of {len(self.prompts)} prompts exceed max_prompt_length="
-                          f"{args.max_prompt_length} and keep only their last tokens.", stacklevel=2)
+            logger.warning("PPO: %d of %d prompts exceed max_prompt_length=%d and keep only their last tokens.",
+                           len(self.truncated), len(self.prompts), args.max_prompt_length)
 
         acc = self.accelerator
         self.world_batch_size = args.per_device_train_batch_size * acc.num_processes

@@ -15,10 +15,12 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
+from .. import logs
 from ..artifacts import hub
 from ..data import DataArguments, load_stage_dataset
 from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
 from ..config.parsing import ConfigError, parse_args
+from ..config.paths import STEP_1, check_local_path
 from ..config.preflight import preflight_stage
 from .reward_eval import evaluate_reward_model, format_report, write_report
 from ..artifacts.run_dir import RM_EVAL
@@ -37,11 +39,6 @@ class RewardScriptArguments:
     eval_rm_show_pairs: int = field(default=3, metadata={"help": "Pairs printed in the end-of-training table."})
 
 
-def _looks_like_local_path(name: str) -> bool:
-    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c) can only be a local path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
 def check_init_checkpoint(model_args: ModelArguments) -> None:
     """Fail early, with the fix, when the reward model's starting checkpoint cannot be loaded.
 
@@ -52,11 +49,7 @@ def check_init_checkpoint(model_args: ModelArguments) -> None:
     if name is None or is_tiny(name):
         return
     if not os.path.isdir(name):
-        if _looks_like_local_path(name):
-            raise ConfigError(
-                f"The reward model starts from {name!r}, which does not exist. Run step 1 first "
-                f"(rlhf-recipes sft --config <sft.yaml> with output_dir {name!r}) or set model_name_or_path."
-            )
+        check_local_path("model_name_or_path", name, STEP_1)  # the reward model starts from step 1's output
         return
     if not os.path.isfile(os.path.join(name, "config.json")):
         merged = os.path.join(name, MERGED_SUBDIR)
@@ -157,5 +150,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_args, data_args, training_args, script_args = parse_args(
         [ModelArguments, DataArguments, RewardConfig, RewardScriptArguments], argv
     )
+    logs.configure(training_args)
     run_reward(model_args, data_args, training_args, script_args)
     hub.finish_and_push("reward", model_args, data_args, training_args, argv)

@@ -17,6 +17,7 @@ from peft import AutoPeftModelForSequenceClassification
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from .. import logs
 from ..data import DataArguments, load_stage_dataset
 from ..data.records import is_conversational
 from ..models import ModelArguments, load_model, load_tokenizer
@@ -224,6 +225,7 @@ def load_reward_model(path: str, trust_remote_code: bool = False) -> tuple[PreTr
 def main(argv: Sequence[str] | None = None) -> None:
     """`rlhf-recipes eval-rm --model_name_or_path DIR --dataset FILE [--num_samples N] [--json out.json]`."""
     (args,) = parse_args([RewardEvalArguments], argv)
+    logs.configure()
     model, tokenizer = load_reward_model(args.model_name_or_path, args.trust_remote_code)
     # Every pair of the source for the reward stage, none held out (the data layer shuffles them).
     data_args = DataArguments(

@@ -13,6 +13,7 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig
 
+from .. import logs
 from ..artifacts import hub
 from ..data import DataArguments, load_stage_dataset
 from ..models import ModelArguments, load_model, load_tokenizer, peft_config_for
@@ -77,5 +78,6 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, training_args:
 def main(argv: Sequence[str] | None = None) -> None:
     """`rlhf-recipes sft --config recipes/<model>/sft.yaml [--field value ...]`."""
     model_args, data_args, training_args = parse_args([ModelArguments, DataArguments, SFTConfig], argv)
+    logs.configure(training_args)
     run_sft(model_args, data_args, training_args)
     hub.finish_and_push("sft", model_args, data_args, training_args, argv)

@@ -70,7 +70,7 @@ def test_unknown_yaml_key_is_named(tmp_path):
 
 def test_reward_yaml_without_the_sft_output_says_to_run_step_1(tmp_path):
     missing = tmp_path / "runs" / "tiny" / "sft"
-    with pytest.raises(ConfigError, match="Run step 1 first"):
+    with pytest.raises(ConfigError, match=r"local path .* does not exist\. Run step 1 \(rlhf-recipes sft"):
         reward.main(["--config", str(REPO_ROOT / REWARD_YAML), "--model_name_or_path", str(missing)])
 
 

@@ -89,7 +89,7 @@ def test_trl_training_loss_matches_the_evaluator_scores(trained):
 
 
 def test_missing_sft_checkpoint_says_to_run_step_1(tmp_path):
-    with pytest.raises(ConfigError, match="Run step 1 first"):
+    with pytest.raises(ConfigError, match=r"local path .* does not exist\. Run step 1 \(rlhf-recipes sft"):
         check_init_checkpoint(ModelArguments(model_name_or_path=str(tmp_path / "runs" / "tiny" / "sft")))
 
 
