@@ -5,6 +5,7 @@ the internet connection. Standard library only: the command line runs it before 
 
 import os
 import re
+from collections.abc import Collection
 
 from .errors import ConfigError
 
@@ -12,7 +13,7 @@ from .errors import ConfigError
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")  # what the data layer reads from a local file
 
 
-def looks_like_local_path(name: str, file_suffixes: tuple[str, ...] = ()) -> bool:
+def looks_like_local_path(name: str, file_suffixes: Collection[str] = ()) -> bool:
     """True when `name` can only mean a local file or directory, never a Hub id (`name` or `org/name`).
 
     That is: it exists; it starts with `.`, `/` or `~`; it has more than one `/`; it is `dir/name`
@@ -24,23 +25,34 @@ def looks_like_local_path(name: str, file_suffixes: tuple[str, ...] = ()) -> boo
     return ("/" in name and os.path.isdir(name.split("/", 1)[0])) or os.path.splitext(name)[1] in file_suffixes
 
 
-def check_local_path(field: str, path: str | None, fix: str = "", file_suffixes: tuple[str, ...] = ()) -> None:
+STEP_1 = "step 1 (rlhf-recipes sft --config <sft.yaml>)"
+STEP_2 = "step 2 (rlhf-recipes reward --config <reward.yaml>)"
+
+
+def check_local_path(
+    field: str, path: str | None, written_by: str | None = None, file_suffixes: Collection[str] = ()
+) -> None:
     """`ConfigError` when `path` (the value of setting `field`) is spelled like a local path that does not exist.
 
-    `fix` says how the path comes to exist (e.g. which step writes it); by default, to correct it.
+    `written_by` names the step whose output_dir it is (`STEP_1`, `STEP_2`), so the message says to run it.
     """
     if path and looks_like_local_path(path, file_suffixes) and not os.path.exists(os.path.expanduser(path)):
-        fix = fix or "Correct the path (a Hub id is spelled name or org/name)."
-        raise ConfigError(f"{field}: local path {path!r} does not exist. {fix}")
+        raise ConfigError(f"{field}: local path {path!r} does not exist. {_fix(path, written_by)}")
+
+
+def _fix(path: str, written_by: str | None) -> str:
+    if written_by:
+        return f"Run {written_by} with output_dir {path!r} first, or correct the path."
+    return "Correct the path (a Hub id is spelled name or org/name)."
 
 
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
-def check_model_reference(field: str, name: str | None, fix: str = "") -> None:
+def check_model_reference(field: str, name: str | None, written_by: str | None = None) -> None:
     """`ConfigError` when model setting `field` names a local path that does not exist or, with
     HF_HUB_OFFLINE set (nothing is downloaded), a Hub id that is not in the local Hugging Face cache."""
-    check_local_path(field, name, fix)
+    check_local_path(field, name, written_by)
     if not name or looks_like_local_path(name) or not _HUB_ID.fullmatch(name):
         return
     from huggingface_hub import constants
@@ -53,5 +65,5 @@ def check_model_reference(field: str, name: str | None, fix: str = "") -> None:
         raise ConfigError(
             f"{field}: {name!r} is neither a local path nor a model in the Hugging Face cache "
             f"({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is set, so nothing is downloaded. "
-            f"{fix or 'Correct the path, or download the model once with a connection.'}"
+            f"{_fix(name, written_by) if written_by else 'Correct the name, or download the model once online.'}"
         )

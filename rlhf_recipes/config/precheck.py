@@ -12,36 +12,28 @@ from collections.abc import Sequence
 import yaml
 
 from .errors import ConfigError
-from .paths import DATA_FILE_SUFFIXES, check_local_path, check_model_reference
+from .paths import DATA_FILE_SUFFIXES, STEP_1, STEP_2, check_local_path, check_model_reference
 from .ranges import check_ranges
-
-_STEP_1 = "step 1 (rlhf-recipes sft --config <sft.yaml>)"
-_STEP_2 = "step 2 (rlhf-recipes reward --config <reward.yaml>)"
 
 # command -> model path fields, each with the step whose output_dir it names (None: a base model).
 MODEL_PATHS = {
     "sft": {"model_name_or_path": None, "tokenizer_name_or_path": None},
-    "reward": {"model_name_or_path": _STEP_1, "tokenizer_name_or_path": None},
+    "reward": {"model_name_or_path": STEP_1, "tokenizer_name_or_path": None},
     "ppo": {
-        "model_name_or_path": _STEP_1,
-        "sft_model_path": _STEP_1,
-        "ref_model_path": _STEP_1,
-        "reward_model_path": _STEP_2,
-        "value_model_path": _STEP_2,
+        "model_name_or_path": STEP_1,
+        "sft_model_path": STEP_1,
+        "ref_model_path": STEP_1,
+        "reward_model_path": STEP_2,
+        "value_model_path": STEP_2,
         "tokenizer_name_or_path": None,
     },
-    "eval-rm": {"model_name_or_path": _STEP_2},
+    "eval-rm": {"model_name_or_path": STEP_2},
     "make-pairs": {"model_name_or_path": None},
     "generate": {"model_name_or_path": None},
     "chat": {"model_name_or_path": None},
 }
 DATA_PATHS = ("dataset_name", "ptx_dataset_name", "dataset")
 CONFIG_COMMANDS = ("sft", "reward", "ppo", "eval-rm", "make-pairs")
-
-
-def model_path_fix(path: str, step: str | None) -> str:
-    """What to do about a missing model directory that `step` writes (or, for a base model, the path itself)."""
-    return f"Run {step} with output_dir {path!r} first, or correct the path." if step else ""
 
 
 def read_yaml_mapping(path: str) -> dict:
@@ -89,7 +81,7 @@ def check_settings(command: str, settings: dict, where: str, paths: bool = True)
     for field, step in MODEL_PATHS.get(command, {}).items():
         value = settings.get(field)
         if isinstance(value, str):
-            check_model_reference(field, value, model_path_fix(value, step))
+            check_model_reference(field, value, step)
     data = [(field, settings.get(field)) for field in DATA_PATHS]
     data += [("dataset_mixer", source) for source in _mixer_sources(settings.get("dataset_mixer"))]
     for field, value in data:
