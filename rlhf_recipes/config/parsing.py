@@ -170,6 +170,13 @@ def resolved_yaml(parsed: Sequence) -> str:
     return "\n".join(blocks)
 
 
+def _gives(argv: Sequence[str], key: str) -> bool:
+    """Whether the command line or its --config YAML sets `key`."""
+    if "--config" in argv and key in read_yaml_mapping(argv[argv.index("--config") + 1]):
+        return True
+    return any(token[2:].split("=", 1)[0].replace("-", "_") == key for token in argv if token.startswith("--"))
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
     """Parse `--config file.yaml` plus command-line flags into the given dataclasses.
 
@@ -186,6 +193,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     if not torch.cuda.is_available():
         parser.set_defaults(**{key: value for key, value in (("bf16", False), ("use_cpu", True)) if key in valid})
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "activation_checkpointing" in valid and not _gives(argv, "gradient_checkpointing"):
+        # TRL keeps its default (true) on transformers' deprecated alias, which then warns on every run that
+        # sets neither name: the same default on the current name instead.
+        alias_default = parser.get_default("gradient_checkpointing")
+        parser.set_defaults(activation_checkpointing=alias_default, gradient_checkpointing=None)
     if set(HELP_FLAGS) & set(argv):
         print(_grouped_help(parser, dataclass_types, argv))
         raise SystemExit(0)
