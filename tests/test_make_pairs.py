@@ -80,8 +80,8 @@ def test_answers_equal_to_the_demonstration_are_skipped_and_counted(tiny_dir, tm
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [({"split_part": "eval"}, "split_part must be one of"),
-     ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
-     ({"num_samples": 0}, "num_samples must be at least 1"),
+     ({"max_new_tokens": 0}, "max_new_tokens must be a whole number >= 1; got 0"),
+     ({"num_samples": 0}, "num_samples must be a whole number >= 1; got 0"),
      ({"temperature": 0.0}, "temperature must be positive")],
 )
 def test_bad_arguments_are_named(overrides, message):
@@ -123,3 +123,11 @@ def test_prompt_plus_answer_beyond_the_model_positions_is_refused(tiny_dir, shar
     message = r"max_prompt_length \(500\) \+ max_new_tokens \(100\) exceeds the model's 512 positions"
     with pytest.raises(ConfigError, match=message):
         make_pairs(args)
+
+
+def test_the_default_prompt_length_fits_a_512_position_model(tiny_dir, shared_data, tmp_path, capsys):
+    args = MakePairsArguments(model_name_or_path=tiny_dir, dataset=str(shared_data / ALPACA_ZH),
+                              output=str(tmp_path / "o.jsonl"), num_samples=2, max_new_tokens=400, do_sample=False)
+    make_pairs(args)
+    assert args.max_prompt_length == 112  # 512 positions less 400 new tokens, not the usual 512
+    assert "prompts keep their last 112 tokens (the model's 512 positions less max_new_tokens 400)" in capsys.readouterr().out

@@ -39,6 +39,9 @@ from rlhf_recipes.models.generation import SamplingConfig, generate, stop_tokens
 from rlhf_recipes.models.introspection import max_positions
 from rlhf_recipes.config.parsing import ConfigError, parse_args
 from rlhf_recipes.config.preflight import check_length
+from rlhf_recipes.config.ranges import check_ranges
+
+DEFAULT_PROMPT_LENGTH = 512
 
 
 @dataclass
@@ -74,7 +77,13 @@ class MakePairsArguments:
         default=None, metadata={"help": "Answer the first N rows of the part (default: all)."}
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest generated answer, in tokens."})
-    max_prompt_length: int = field(default=512, metadata={"help": "Prompts keep their last N tokens."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Prompts keep their last N tokens; unset: {DEFAULT_PROMPT_LENGTH}, or what the model's positions "
+            "leave after max_new_tokens if that is less."
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts generated together."})
     do_sample: bool = field(default=True, metadata={"help": "Sample (true) or greedy decoding (false)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
@@ -87,17 +96,9 @@ class MakePairsArguments:
     def __post_init__(self):
         if self.split_part not in STAGES:
             raise ConfigError(f"split_part must be one of {', '.join(STAGES)}, got {self.split_part!r}.")
-        for name in ("max_new_tokens", "max_prompt_length", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ConfigError(f"num_samples must be at least 1, got {self.num_samples}.")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be 0 (off) or positive, got {self.top_k}.")
+        check_ranges(vars(self))
         if self.do_sample and self.temperature <= 0:
             raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
 
 
 def _canonical_records(data_args: DataArguments) -> Dataset:
@@ -149,6 +150,17 @@ def generate_answers(model, tokenizer: PreTrainedTokenizerBase, prompts: list[li
     return [text.strip() for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
 
+def fitted_prompt_length(positions: int | None, max_new_tokens: int) -> int:
+    """The default prompt budget: `DEFAULT_PROMPT_LENGTH`, less when the model's positions leave less after the
+    answer (a 512-position model answering 256 tokens keeps prompts of 256); says so when it is less."""
+    if positions is None or positions - max_new_tokens >= DEFAULT_PROMPT_LENGTH:
+        return DEFAULT_PROMPT_LENGTH
+    length = max(positions - max_new_tokens, 1)  # 1 when nothing is left: check_length then names the fix
+    print(f"make-pairs: prompts keep their last {length} tokens (the model's {positions} positions less "
+          f"max_new_tokens {max_new_tokens}); set max_prompt_length to choose.")
+    return length
+
+
 def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
@@ -160,8 +172,10 @@ def make_pairs(args: MakePairsArguments) -> Counter:
     tokenizer = load_tokenizer(ModelArguments(model_name_or_path=args.model_name_or_path), args.trust_remote_code)
     model_args = ModelArguments(model_name_or_path=args.model_name_or_path, dtype=args.dtype)
     model = load_model(model_args, tokenizer, trust_remote_code=args.trust_remote_code)
-    check_length(max_positions(model.config), max_prompt_length=args.max_prompt_length,
-                 max_new_tokens=args.max_new_tokens)
+    positions = max_positions(model.config)
+    if args.max_prompt_length is None:
+        args.max_prompt_length = fitted_prompt_length(positions, args.max_new_tokens)
+    check_length(positions, max_prompt_length=args.max_prompt_length, max_new_tokens=args.max_new_tokens)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     answers = generate_answers(model, tokenizer, rows["prompt"], args)
     counts = Counter()
