@@ -653,8 +653,9 @@ class PPOTrainer:
             return
         count = min(self.args.num_sample_completions, len(prompts))
         completions = self.scorer.decode(rollout)[:count]
+        # the prompt as the policy saw it: chat role markers are special tokens (prompt_ids hold no padding)
         rows = [
-            {"step": step, "prompt": self.processing_class.decode(self.prompt_ids[i], skip_special_tokens=True),
+            {"step": step, "prompt": self.processing_class.decode(self.prompt_ids[i], skip_special_tokens=False),
              "completion": completion, "score": _finite(float(score))}
             for i, completion, score in zip(rollout.indices[:count], completions, scores[:count].tolist(), strict=True)
         ]
