@@ -39,7 +39,7 @@ class Range:
         return above and below
 
     def describe(self) -> str:
-        kind = "a whole number" if self.whole else "a number"
+        kind = "a whole number" if self.whole else "a fraction" if self.or_count else "a number"
         if self.low > -math.inf and self.high < math.inf:
             text = f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high}{')' if self.high_open else ']'}"
         elif self.low > -math.inf:

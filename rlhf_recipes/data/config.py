@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from rlhf_recipes.data.adapters import ADAPTERS
 from rlhf_recipes.data.splits import parse_data_split
 from rlhf_recipes.config.parsing import ConfigError
+from rlhf_recipes.config.ranges import check_ranges
 
 FORMATS = ("auto", *ADAPTERS)
 
@@ -88,13 +89,7 @@ class DataArguments:
             if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
                 raise ConfigError(f"dataset_mixer[{source!r}] must be a fraction in (0, 1], got {fraction!r}.")
         parse_data_split(self.data_split)
-        size = self.eval_split_size
-        if size < 0 or (size >= 1 and size != int(size)):
-            raise ConfigError(
-                f"eval_split_size must be a fraction in [0, 1) or a whole row count >= 1, got {self.eval_split_size}."
-            )
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ConfigError(f"max_samples must be at least 1, got {self.max_samples}.")
+        check_ranges(vars(self))
 
     @property
     def split_weights(self) -> tuple[float, float, float] | None:

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig
 
+from ..config.ranges import check_ranges
+
 
 @dataclass
 class ModelArguments(ModelConfig):
@@ -48,5 +50,4 @@ class ModelArguments(ModelConfig):
                 self.model_config_overrides = json.loads(self.model_config_overrides)
             except json.JSONDecodeError as err:
                 raise ValueError(f"model_config_overrides is not valid JSON: {err}") from err
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_ranges(vars(self))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..config.parsing import ConfigError
+from ..config.ranges import check_ranges
 from ..config.preflight import check_length
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -155,9 +156,9 @@ class PPOConfig(TrainingArguments):
         return self.mini_batch_size // self.gradient_accumulation_steps
 
     def validate(self) -> None:
-        """Raise `ConfigError` for settings that cannot run; needs no model."""
-        if self.num_mini_batches < 1:
-            raise ConfigError(f"num_mini_batches must be at least 1, got {self.num_mini_batches}.")
+        """Raise `ConfigError` for settings that cannot run; needs no model. Each field's own range is in
+        `config.ranges` (shared with the command line's precheck); here the rules between fields and PPO's own."""
+        check_ranges(vars(self))
         checks = [
             (
                 self.kl_estimator in KL_ESTIMATORS,
@@ -173,34 +174,8 @@ class PPOConfig(TrainingArguments):
                 f"Each minibatch ({self.per_device_train_batch_size} / {self.num_mini_batches} rows per rank) must be "
                 f"divisible by gradient_accumulation_steps ({self.gradient_accumulation_steps}).",
             ),
-            (self.response_length >= 1, f"response_length must be at least 1, got {self.response_length}."),
-            (self.max_prompt_length >= 1, f"max_prompt_length must be at least 1, got {self.max_prompt_length}."),
-            (self.temperature > 0, f"temperature must be positive, got {self.temperature}."),
-            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}."),
-            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}."),
+            (self.temperature > 0, f"temperature must be positive (PPO samples its rollouts), got {self.temperature}."),
             (not (self.stop_token and self.stop_token_id is not None), "Set stop_token or stop_token_id, not both."),
-            (
-                0 <= self.gamma <= 1 and 0 <= self.lam <= 1,
-                f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}.",
-            ),
-            (self.cliprange > 0 and self.cliprange_value > 0, "cliprange and cliprange_value must be positive."),
-            (self.num_ppo_epochs >= 1, f"num_ppo_epochs must be at least 1, got {self.num_ppo_epochs}."),
-            (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}."),
-            (self.target_kl > 0 and self.kl_horizon > 0, "target_kl and kl_horizon must be positive."),
-            (
-                self.reward_clip is None or self.reward_clip > 0,
-                f"reward_clip must be positive or null, got {self.reward_clip}.",
-            ),
-            (
-                self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
-                f"missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty}.",
-            ),
-            (self.ptx_coef >= 0, f"ptx_coef must be >= 0, got {self.ptx_coef}."),
-            (0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}."),
-            (self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}."),
-            (self.max_nonfinite_steps >= 1, f"max_nonfinite_steps must be at least 1, got {self.max_nonfinite_steps}."),
-            (self.total_episodes is None or self.total_episodes >= 1, "total_episodes must be at least 1."),
-            (self.local_rollout_forward_batch_size >= 1, "local_rollout_forward_batch_size must be at least 1."),
         ]
         for ok, message in checks:
             if not ok:

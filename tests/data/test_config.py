@@ -53,7 +53,7 @@ def test_json_strings_for_dict_fields_are_parsed():
         ("dataset_mixer", "a.jsonl", "dataset_mixer is not valid JSON"),
         ("eval_split_size", -0.1, "eval_split_size must be a fraction in \\[0, 1\\) or a whole row count"),
         ("eval_split_size", 2.5, "eval_split_size must be a fraction in \\[0, 1\\) or a whole row count"),
-        ("max_samples", 0, "max_samples must be at least 1"),
+        ("max_samples", 0, "max_samples must be a whole number >= 1; got 0"),
     ],
 )
 def test_bad_field_values(field, value, message):
