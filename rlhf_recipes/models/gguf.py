@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config.errors import ConfigError
+from ..config.paths import check_local_path
 
 GGUF_SUFFIX = ".gguf"
 CACHE_ENV = "RLHF_RECIPES_CACHE"
@@ -102,7 +103,8 @@ def _convert(gguf_file: Path, target: Path) -> None:
 
 def resolve_model_path(name: str | None) -> str | None:
     """`name` itself, or for a GGUF file / packaged alias the cached Hugging Face directory (converted the
-    first time)."""
+    first time). A local path that does not exist fails here, before any Hub lookup."""
+    check_local_path("model path", name)
     if not is_gguf_source(name):
         return name
     gguf_file = _gguf_file(name)
