@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .plots import plot_lm_loss, plot_ppo, plot_reward, plot_stage_bars
+from .plots import PPO_PANELS, constant_series, plot_lm_loss, plot_ppo, plot_reward, plot_stage_bars
 from .render import Section, render_html, render_markdown, render_text_table
 from ..artifacts.run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, STEP_TITLES, RunArtifacts, load_run
 from .sections import (
+    GENERIC_COLUMNS,
+    GOLD_COLUMNS,
     STAGE_LABELS,
     curves_section,
     metrics_section,
@@ -22,9 +24,10 @@ from .sections import (
     verdict,
 )
 
+# The bar chart shows the table's percentage columns, with the table's labels.
 BAR_METRICS = {
-    True: {"greedy acc": "greedy_accuracy", "T=1 acc": "sampled_accuracy", "repetition T=1": "sampled_repetition"},
-    False: {"EOS rate T=1": "sampled_eos_rate", "RM score T=1": "sampled_rm_score"},
+    gold: {label: key for label, key, kind in columns if kind == "pct"}
+    for gold, columns in ((True, GOLD_COLUMNS), (False, GENERIC_COLUMNS))
 }
 
 
@@ -59,12 +62,13 @@ def _draw_plots(run: RunArtifacts) -> dict[str, str | None]:
 
 def _sections(run: RunArtifacts, plots: dict[str, str | None]) -> list[Section]:
     curves = {stage: plots.get(stage) for stage in ("pretrain", "sft", "ppo")}
+    ppo_keys = tuple(key for _, keys in PPO_PANELS.values() for key in keys)
     return [
         *metrics_section(run.evaluation, plots.get("metrics")),
         *side_by_side_section(run.evaluation),
         *reward_section(run, plots.get("reward")),
         *selection_section(run.selection),
-        *curves_section(curves),
+        *curves_section(curves, constant_series(run.ppo_log, ppo_keys)),
         *ppo_samples_section(run.ppo_samples),
         *settings_section(run.info),
     ]
@@ -77,7 +81,7 @@ def build_report(run_dir: str | Path) -> BuiltReport:
     title = run.info.get("title") or f"RLHF run report: {run.run_dir.name}"
     lead, sections = verdict(run.evaluation), _sections(run, plots)
     html_path, md_path = run.run_dir / REPORT_HTML, run.run_dir / REPORT_MD
-    html_path.write_text(render_html(title, lead, sections), encoding="utf-8")
+    html_path.write_text(render_html(title, lead, sections, run.run_dir), encoding="utf-8")
     md_path.write_text(render_markdown(title, lead, sections), encoding="utf-8")
     return BuiltReport(html=html_path, markdown=md_path, plots=plots)
 

@@ -15,16 +15,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 Series = tuple[str, list[float], list[float]]
 
-# PPO panels: title -> candidate log keys, drawn when present.
+# PPO panels: title -> (y-axis label, candidate log keys), drawn when present.
 PPO_PANELS = {
-    "Actor (policy) loss": ("loss/policy",),
-    "Critic (value) loss": ("loss/value",),
-    "Pretraining (ptx) LM loss": ("loss/ptx",),
-    "Reward": ("objective/scores", "objective/rlhf_reward"),
-    "KL to reference": ("objective/kl",),
-    "KL coefficient": ("kl_coef",),
-    "Policy entropy": ("objective/entropy",),
+    "Actor (policy) loss": ("clipped surrogate loss", ("loss/policy",)),
+    "Critic (value) loss": ("clipped value loss", ("loss/value",)),
+    "Pretraining (ptx) LM loss": ("cross-entropy (nats/token)", ("loss/ptx",)),
+    "Reward": ("mean per rollout", ("objective/scores", "objective/rlhf_reward")),
+    "KL to reference": ("nats per response", ("objective/kl",)),
+    "KL coefficient": ("coefficient", ("kl_coef",)),
+    "Policy entropy": ("nats per response", ("objective/entropy",)),
 }
+# Line style and marker per series of a panel, so that overlapping lines stay distinguishable.
+STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+HATCHES = ("", "//", "..", "xx")
 
 
 @dataclass
@@ -33,7 +36,8 @@ class Panel:
 
     title: str
     series: list[Series]
-    xlabel: str = "step"
+    ylabel: str
+    xlabel: str = "training step"
 
 
 def series(records: list[dict], key: str, x_key: str = "step") -> tuple[list[float], list[float]]:
@@ -47,13 +51,29 @@ def series(records: list[dict], key: str, x_key: str = "step") -> tuple[list[flo
     return xs, ys
 
 
-def _panel(title: str, records: list[dict], keys: tuple[str, ...], labels: tuple[str, ...] | None = None) -> Panel:
+def is_constant(ys: list[float]) -> bool:
+    """Several points, all equal: a flat line says less than the value itself."""
+    return len(ys) > 1 and max(ys) - min(ys) <= 1e-9 * max(1.0, abs(ys[0]))
+
+
+def _panel(title: str, ylabel: str, records: list[dict], keys: tuple[str, ...], labels: tuple[str, ...] | None = None,
+           xlabel: str = "training step") -> Panel:
     drawn = []
     for key, label in zip(keys, labels or keys):
         xs, ys = series(records, key)
-        if ys:
+        if ys and not is_constant(ys):
             drawn.append((label, xs, ys))
-    return Panel(title, drawn)
+    return Panel(title, drawn, ylabel, xlabel)
+
+
+def constant_series(records: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
+    """key -> value for the logged series that never change (not plotted: the report states the value)."""
+    constants = {}
+    for key in keys:
+        ys = series(records, key)[1]
+        if is_constant(ys):
+            constants[key] = ys[0]
+    return constants
 
 
 def plot_panels(panels: list[Panel], path: str, title: str) -> str | None:
@@ -67,10 +87,12 @@ def plot_panels(panels: list[Panel], path: str, title: str) -> str | None:
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, panel in zip(axes.flat, panels):
-        for label, xs, ys in panel.series:
-            axis.plot(xs, ys, marker="o" if len(xs) < 15 else None, markersize=3, label=label)
+        for (label, xs, ys), (linestyle, marker) in zip(panel.series, STYLES * len(panel.series)):
+            axis.plot(xs, ys, linestyle=linestyle, marker=marker, markevery=max(1, len(xs) // 12), markersize=4,
+                      markerfacecolor="none", label=label)
         axis.set_title(panel.title, fontsize=10)
         axis.set_xlabel(panel.xlabel)
+        axis.set_ylabel(panel.ylabel)
         axis.grid(alpha=0.3)
         if len(panel.series) > 1:
             axis.legend(fontsize=8)
@@ -84,8 +106,9 @@ def plot_panels(panels: list[Panel], path: str, title: str) -> str | None:
 def plot_lm_loss(log_history: list[dict], path: str, title: str) -> str | None:
     """Language-model loss (train and eval) and token accuracy of an SFT-style stage."""
     panels = [
-        _panel("Loss", log_history, ("loss", "eval_loss"), ("train", "eval")),
-        _panel("Token accuracy", log_history, ("mean_token_accuracy", "eval_mean_token_accuracy"), ("train", "eval")),
+        _panel("Loss", "cross-entropy (nats/token)", log_history, ("loss", "eval_loss"), ("train", "eval")),
+        _panel("Token accuracy", "fraction of next tokens right", log_history,
+               ("mean_token_accuracy", "eval_mean_token_accuracy"), ("train", "eval")),
     ]
     return plot_panels(panels, path, title)
 
@@ -94,21 +117,23 @@ def plot_reward(log_history: list[dict], path: str) -> str | None:
     """Reward-model loss, pair accuracy and margin, train and eval."""
     labels = ("train", "eval")
     panels = [
-        _panel("Loss", log_history, ("loss", "eval_loss"), labels),
-        _panel("Pair accuracy (chosen > rejected)", log_history, ("accuracy", "eval_accuracy"), labels),
-        _panel("Margin (chosen - rejected)", log_history, ("margin", "eval_margin"), labels),
+        _panel("Loss", "-log sigmoid(margin)", log_history, ("loss", "eval_loss"), labels),
+        _panel("Pair accuracy (chosen > rejected)", "fraction of pairs", log_history, ("accuracy", "eval_accuracy"),
+               labels),
+        _panel("Margin (chosen - rejected)", "reward difference", log_history, ("margin", "eval_margin"), labels),
     ]
     return plot_panels(panels, path, "Step 2: reward model")
 
 
 def plot_ppo(records: list[dict], path: str) -> str | None:
-    """PPO actor loss, critic loss, ptx loss, reward, KL, KL coefficient and entropy over updates."""
-    panels = [_panel(title, records, keys) for title, keys in PPO_PANELS.items()]
+    """PPO actor loss, critic loss, ptx loss, reward, KL, KL coefficient and entropy over updates (a series
+    that never changes is left out: see `constant_series`)."""
+    panels = [_panel(title, ylabel, records, keys, xlabel="PPO update") for title, (ylabel, keys) in PPO_PANELS.items()]
     return plot_panels(panels, path, "Step 3: PPO")
 
 
 def plot_stage_bars(values: dict[str, dict[str, float]], metrics: dict[str, str], path: str, title: str) -> str | None:
-    """Grouped bars: for each metric (label -> key), one bar per stage."""
+    """Grouped bars: for each metric (label -> key, a fraction), one bar per stage, in percent as in the tables."""
     stages = list(values)
     shown = {label: key for label, key in metrics.items() if any(key in values[s] for s in stages)}
     if not stages or not shown:
@@ -116,11 +141,13 @@ def plot_stage_bars(values: dict[str, dict[str, float]], metrics: dict[str, str]
     figure, axis = plt.subplots(figsize=(1.9 * len(shown) * len(stages) / 2 + 3, 3.6))
     width = 0.8 / len(stages)
     for offset, stage in enumerate(stages):
-        heights = [values[stage].get(key, float("nan")) for key in shown.values()]
+        heights = [100 * values[stage].get(key, float("nan")) for key in shown.values()]
         positions = [i + offset * width for i in range(len(shown))]
-        bars = axis.bar(positions, heights, width, label=stage)
-        axis.bar_label(bars, fmt="%.2f", fontsize=7)
+        bars = axis.bar(positions, heights, width, label=stage, hatch=HATCHES[offset % len(HATCHES)], edgecolor="white")
+        axis.bar_label(bars, fmt="%.1f%%", fontsize=7)
     axis.set_xticks([i + width * (len(stages) - 1) / 2 for i in range(len(shown))], list(shown), fontsize=9)
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("% of held-out prompts")
     axis.legend(fontsize=8)
     axis.set_title(title)
     axis.grid(axis="y", alpha=0.3)

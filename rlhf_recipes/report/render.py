@@ -1,8 +1,11 @@
 """A small document model (sections of text, tables, images, preformatted text) and its two
-renderings: a self-contained HTML page and Markdown. Everything shown is escaped."""
+renderings: a self-contained HTML page (images embedded as data URIs, so the one file can be mailed)
+and Markdown (images by relative path). Everything shown is escaped."""
 
+import base64
 import html
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
 
@@ -37,6 +40,7 @@ Block = Text | Table | Image | Preformatted
 class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
+    collapsed: bool = False  # HTML: folded under its title until clicked (long reference material)
 
 
 _CSS = """
@@ -54,6 +58,7 @@ caption { caption-side: top; text-align: left; color: #555; font-size: 13px; pad
 img { max-width: 100%; border: 1px solid #ddd; margin: .5em 0; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 13px; }
 p.lead { font-size: 17px; background: #eef6ee; border-left: 4px solid #2e7d32; padding: .6em .9em; }
+details > summary { font-size: 1.5em; font-weight: bold; margin-top: 1.2em; cursor: pointer; }
 """
 
 
@@ -62,29 +67,40 @@ def _cell_html(value: str) -> str:
     return f"<td{css}>{html.escape(value)}</td>"
 
 
-def _block_html(block: Block, lead: bool) -> str:
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _block_html(block: Block, lead: bool, base_dir: Path) -> str:
     if isinstance(block, Text):
         css = ' class="lead"' if lead else ""
         return f"<p{css}>{html.escape(block.text)}</p>"
     if isinstance(block, Preformatted):
         return f"<pre>{html.escape(block.text)}</pre>"
     if isinstance(block, Image):
-        return f'<img src="{html.escape(block.path)}" alt="{html.escape(block.alt)}">'
+        return f'<img src="{_data_uri(base_dir / block.path)}" alt="{html.escape(block.alt)}">'
     caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
     body = "".join("<tr>" + "".join(_cell_html(str(c)) for c in row) + "</tr>" for row in block.rows)
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(title: str, lead: str | None, sections: list[Section]) -> str:
-    """A standalone HTML page; `lead` is the highlighted one-paragraph verdict at the top."""
+def _section_html(section: Section, base_dir: Path) -> list[str]:
+    blocks = [_block_html(block, lead=False, base_dir=base_dir) for block in section.blocks]
+    if section.collapsed:
+        return [f"<details><summary>{html.escape(section.title)}</summary>", *blocks, "</details>"]
+    return [f"<h2>{html.escape(section.title)}</h2>", *blocks]
+
+
+def render_html(title: str, lead: str | None, sections: list[Section], base_dir: Path) -> str:
+    """A standalone HTML page; `lead` is the highlighted one-paragraph verdict at the top; image paths are
+    relative to `base_dir`."""
     parts = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if lead:
-        parts.append(_block_html(Text(lead), lead=True))
+        parts.append(_block_html(Text(lead), lead=True, base_dir=base_dir))
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        parts += [_block_html(block, lead=False) for block in section.blocks]
+        parts += _section_html(section, base_dir)
     parts.append("</body></html>")
     return "\n".join(parts)
 

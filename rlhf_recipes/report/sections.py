@@ -189,8 +189,12 @@ def reward_section(run: RunArtifacts, plot: str | None, max_pairs: int = 10) -> 
     return [Section("Reward model", blocks)]
 
 
-def curves_section(plots: dict[str, str | None]) -> list[Section]:
+def curves_section(plots: dict[str, str | None], ppo_constants: dict[str, float] | None = None) -> list[Section]:
+    """The curve images, then the PPO series that never changed (not plotted), as values."""
     blocks = [Image(path, STEP_TITLES.get(stage, stage)) for stage, path in plots.items() if path]
+    if ppo_constants:
+        values = ", ".join(f"{key} = {value:g}" for key, value in ppo_constants.items())
+        blocks.append(Text(f"Constant throughout PPO (not plotted): {values}."))
     return [Section("Training curves", blocks)] if blocks else []
 
 
@@ -253,4 +257,4 @@ def settings_section(info: dict) -> list[Section]:
     if info.get("config"):
         blocks.append(Text("Pipeline settings:"))
         blocks.append(Preformatted(yaml.safe_dump(info["config"], sort_keys=False, allow_unicode=True).rstrip()))
-    return [Section("Run settings", blocks)] if blocks else []
+    return [Section("Run settings", blocks, collapsed=True)] if blocks else []

@@ -1,7 +1,9 @@
 """The report builder, on a fake run directory shaped like a real one: HF `trainer_state.json`
 log histories, the reward stage's eval_rm.json, the PPO JSONL logs, the pipeline's files."""
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -95,10 +97,27 @@ def test_report_has_every_table_and_only_plots_that_exist(run_dir):
     assert '<td class="pass">✓ 9</td>' in html
     assert '<td class="fail">✗ 1</td>' in html
     for name in ("sft.png", "reward.png", "ppo.png", "metrics.png"):
-        assert (run_dir / "plots" / name).stat().st_size > 5000
-        assert f"plots/{name}" in html and f"plots/{name}" in md
+        png = (run_dir / "plots" / name).read_bytes()
+        assert len(png) > 5000
+        assert base64.b64encode(png).decode() in html and f"plots/{name}" in md  # embedded in HTML, linked in MD
     assert not (run_dir / "plots" / "pretrain.png").exists()
-    assert "pretrain.png" not in html
+    assert "pretrain.png" not in md
+
+
+def test_html_is_one_self_contained_file(run_dir):
+    """Every src/href is an embedded data URI or an in-page anchor: report.html can be mailed alone."""
+    html = build_report(run_dir).html.read_text()
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", html, flags=re.IGNORECASE)
+    assert len(references) == 4  # sft, reward and ppo curves, metrics bars
+    assert all(ref.startswith(("data:image/png;base64,", "#")) for ref in references), references
+    assert not re.search(r"url\(|@import|<link|<script", html, flags=re.IGNORECASE)
+
+
+def test_settings_are_collapsed_and_a_constant_series_is_a_value_not_a_plot(run_dir):
+    html = build_report(run_dir).html.read_text()
+    settings = html[html.index("<details>"):html.index("</details>")]
+    assert "<summary>Run settings</summary>" in settings and "Pipeline settings" in settings
+    assert "Constant throughout PPO (not plotted): kl_coef = 0.05." in html
 
 
 def test_report_is_rebuilt_from_the_run_dir_alone_by_the_cli(run_dir, capsys):
@@ -113,7 +132,7 @@ def test_missing_parts_are_left_out_not_invented(tmp_path):
     _write(tmp_path / "reward" / "trainer_state.json", {"log_history": [{"loss": 0.6, "accuracy": 0.6, "step": 1}]})
     built = build_report(tmp_path)
     html = built.html.read_text()
-    assert "reward.png" in html
+    assert built.plots["reward"] == "plots/reward.png" and html.count("data:image/png;base64,") == 1
     assert "Held-out metrics" not in html and "SFT checkpoint selection" not in html
     assert built.plots["ppo"] is None and not (tmp_path / "plots" / "ppo.png").exists()
 
