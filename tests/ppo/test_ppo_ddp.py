@@ -13,6 +13,7 @@ import torch
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("mode", [[], ["lora_critic"]], ids=["full", "lora_critic"])
 def test_two_cpu_ranks_complete_and_agree_on_the_final_weights(tmp_path, mode):

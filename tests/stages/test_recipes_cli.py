@@ -37,6 +37,7 @@ def sft_dir(tmp_path_factory) -> Path:
     return output_dir
 
 
+@pytest.mark.slow
 def test_sft_cli_trains_from_the_tiny_yaml(sft_dir):
     state = json.loads((sft_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2
@@ -44,6 +45,7 @@ def test_sft_cli_trains_from_the_tiny_yaml(sft_dir):
     assert (sft_dir / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_reward_recipe_script_under_accelerate_starts_from_the_sft_output(sft_dir, tmp_path):
     output_dir = tmp_path / "reward"
     _run([
