@@ -3,6 +3,7 @@ pipeline wrote (the same file runs that stage alone: `rlhf-recipes sft --config 
 
 from collections.abc import Callable
 
+from .. import logs
 from ..config.parsing import parse_args
 
 
@@ -16,6 +17,7 @@ def _run_pretrain(config: str) -> None:
     from ..stages.sft import train_sft
 
     model_args, data_args, training_args = parse_args([ModelArguments, DataArguments, SFTConfig], ["--config", config])
+    logs.configure(training_args)
     rows = load_stage_dataset(data_args, "sft")["train"]
     texts = Dataset.from_dict({"text": [p + c for p, c in zip(rows["prompt"], rows["completion"], strict=True)]})
     train_sft(model_args, training_args, texts)
