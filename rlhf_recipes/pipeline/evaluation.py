@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from ..data import DataArguments, load_stage_dataset
 from ..demo.metrics import generate_responses, reward_scores, sequence_logprobs
 from .tasks import TaskProvider
+from ..logs import bars_wanted
 
 
 def load_prompts(dataset_name: str, num_prompts: int | None, data_split: str = "0,0,1") -> list:
@@ -108,7 +109,8 @@ def evaluate_stages(settings: dict, task: TaskProvider | None, seed: int) -> dic
     reference = AutoModelForCausalLM.from_pretrained(settings["reference_dir"]).eval()
     texts = prompt_texts(tokenizer, prompts)
     stages, answers = {}, {}
-    for stage, path in tqdm(settings["policies"].items(), desc="Evaluating on held-out prompts"):
+    policies = tqdm(settings["policies"].items(), desc="Evaluating on held-out prompts", disable=not bars_wanted())
+    for stage, path in policies:
         policy = AutoModelForCausalLM.from_pretrained(path).eval()
         result = evaluate_policy(
             policy, tokenizer, texts, reward_model=reward_model, reference=reference, task=gold, seed=seed,

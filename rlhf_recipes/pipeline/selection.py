@@ -13,6 +13,7 @@ from ..artifacts.run_dir import TRAINER_STATE, read_json
 from ..demo.metrics import generate_responses, reward_scores
 from .evaluation import load_prompts, prompt_texts
 from .tasks import TaskProvider
+from ..logs import bars_wanted
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -46,7 +47,7 @@ def select_sft_checkpoint(settings: dict, task: TaskProvider | None) -> dict:
     reward_model = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(reward_dir)
     texts = prompt_texts(tokenizer, prompts)
-    for candidate in tqdm(candidates, desc="Scoring SFT checkpoints with the RM"):
+    for candidate in tqdm(candidates, desc="Scoring SFT checkpoints with the RM", disable=not bars_wanted()):
         policy = AutoModelForCausalLM.from_pretrained(candidate["path"]).eval()
         responses = generate_responses(
             policy, tokenizer, texts, do_sample=False, max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length
