@@ -122,7 +122,7 @@ def test_a_rendered_text_longer_than_the_reward_models_positions_keeps_its_end()
     torch.manual_seed(0)
     reward_model = build_tiny_model("tiny:opt", tokenizer, "seq-cls", {"max_position_embeddings": 40}).eval()
     prompts = [[{"role": "user", "content": "a long question " * 4}]]
-    prompt_ids, prompt_mask = left_pad(tokenize_prompts(prompts, tokenizer, 16)[0], tokenizer.pad_token_id)
+    prompt_ids, prompt_mask = left_pad(tokenize_prompts(prompts, tokenizer, 32)[0], tokenizer.pad_token_id)
     responses = torch.tensor([tokenizer("ok", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]])
     response_mask, has_stop = stop_mask(responses, [tokenizer.eos_token_id])
     rollout = Rollout([0], prompt_ids, prompt_mask, responses, response_mask, has_stop)
