@@ -130,4 +130,5 @@ def test_the_default_prompt_length_fits_a_512_position_model(tiny_dir, shared_da
                               output=str(tmp_path / "o.jsonl"), num_samples=2, max_new_tokens=400, do_sample=False)
     make_pairs(args)
     assert args.max_prompt_length == 112  # 512 positions less 400 new tokens, not the usual 512
-    assert "prompts keep their last 112 tokens (the model's 512 positions less max_new_tokens 400)" in capsys.readouterr().out
+    message = "prompts keep their last 112 tokens (the model's 512 positions less max_new_tokens 400)"
+    assert message in capsys.readouterr().out

@@ -105,7 +105,8 @@ def _check_pipeline(argv: Sequence[str], paths: bool) -> None:
     spec = read_yaml_mapping(path)
     overrides = {key: value for key, value in command_line_settings(argv).items() if key != "config"}
     check_ranges(overrides, "command line")
-    check_ranges({key: spec.get(key) for key in ("seed", "torch_threads") if key not in overrides}, f"config file {path}")
+    top_level = {key: spec.get(key) for key in ("seed", "torch_threads") if key not in overrides}
+    check_ranges(top_level, f"config file {path}")
     base_dir = os.path.dirname(os.path.abspath(path))
     model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
     check_settings("sft", model, f"'model' section of {path}", paths)
@@ -134,7 +135,8 @@ def precheck(command: str, argv: Sequence[str]) -> None:
         config = _config_path(argv) if command in CONFIG_COMMANDS else None
         from_file = read_yaml_mapping(config) if config is not None else {}
         check_settings(command, cli, "command line", paths)
-        check_settings(command, {key: value for key, value in from_file.items() if key not in cli}, f"config file {config}", paths)
+        not_overridden = {key: value for key, value in from_file.items() if key not in cli}
+        check_settings(command, not_overridden, f"config file {config}", paths)
     elif command == "report":
         run_dirs = [token for token in argv if not token.startswith("-")]
         if run_dirs and paths and not os.path.isdir(run_dirs[0]):

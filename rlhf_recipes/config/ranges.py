@@ -46,7 +46,8 @@ class Range:
             text = f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
         else:
             text = kind
-        text = " or ".join([*(f"{value:g}" for value in self.also), text, *(["a whole row count >= 1"] * self.or_count)])
+        alternatives = [*(f"{value:g}" for value in self.also), text]
+        text = " or ".join(alternatives + ["a whole row count >= 1"] * self.or_count)
         return f"{text} ({self.note})" if self.note else text
 
 
