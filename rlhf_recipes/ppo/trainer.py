@@ -180,7 +180,8 @@ class PPOTrainer:
         self.truncated = set(truncated)
         self.columns = {c: list(train_dataset[c]) for c in train_dataset.column_names if c != "prompt"}
         if self.truncated:
-            logger.warning("PPO: %d of %d prompts exceed max_prompt_length=%d and keep only their last tokens.",
+            logger.warning("PPO: %d of %d prompts exceed max_prompt_length=%d: chat prompts lose their oldest turns, then "
+                           "the start of their first user message; plain prompts keep their last tokens.",
                            len(self.truncated), len(self.prompts), args.max_prompt_length)
 
         acc = self.accelerator

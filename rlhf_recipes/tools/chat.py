@@ -18,6 +18,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..models.generation import SamplingConfig, generate, stop_tokens_of
+from ..models.gguf import resolve_model_path
 
 
 def template_usable(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -30,7 +31,9 @@ def template_usable(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 def load_for_generation(path: str):
-    """(model, tokenizer) from a stage's output directory, in eval mode, on GPU when there is one."""
+    """(model, tokenizer) from a stage's output directory (or a GGUF file / its alias), in eval mode, on GPU
+    when there is one."""
+    path = resolve_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
