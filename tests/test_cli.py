@@ -183,3 +183,23 @@ def test_recipe_script_errors_are_one_paragraph_too():
     result = subprocess.run([sys.executable, "recipes/ppo.py", "--config", PPO_YAML, "--num_ppo_epochs", "0"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert_user_error(result, "ppo", "num_ppo_epochs must be a whole number >= 1")
+
+
+def test_out_of_memory_is_reported_as_a_model_that_does_not_fit(monkeypatch, capsys):
+    """A stage that runs out of accelerator memory (raised here by the stage's main) gets the fixes, exit 2."""
+    import torch
+
+    from rlhf_recipes import cli
+
+    class Stage:
+        @staticmethod
+        def main(argv):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: Stage)
+    assert cli.run("demo", []) == 2
+    error = capsys.readouterr().err
+    assert "does not fit in memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in error
+    assert "per_device_train_batch_size" in error and "load_in_4bit" in error
+    with pytest.raises(torch.OutOfMemoryError):
+        cli.run("demo", [], report_errors=False)

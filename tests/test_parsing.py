@@ -1,4 +1,7 @@
+import dataclasses
+
 import pytest
+import yaml
 from trl import SFTConfig
 
 from rlhf_recipes.models import ModelArguments
@@ -48,3 +51,36 @@ def test_null_on_the_command_line_unsets_an_optional_field(tmp_path):
     assert ppo_args.hub_model_id is None
     (kept,) = parse_args([PPOConfig], ["--config", str(config), "--stop_token", "</s>"])
     assert kept.stop_token == "</s>"
+
+
+def test_parsed_values_are_range_checked_without_the_cli_precheck(tmp_path):
+    """The pipeline parses each stage's YAML directly: the dataclasses' fields still meet config.ranges."""
+    config = tmp_path / "sft.yaml"
+    config.write_text("model_name_or_path: tiny:opt\nper_device_train_batch_size: 0\n")
+    with pytest.raises(ConfigError, match="per_device_train_batch_size must be a whole number >= 1; got 0"):
+        parse_args([ModelArguments, SFTConfig], ["--config", str(config), "--output_dir", str(tmp_path)])
+
+
+def test_a_dataclass_value_error_becomes_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="load_best_model_at_end"):
+        parse_args([SFTConfig], ["--output_dir", str(tmp_path), "--load_best_model_at_end", "true",
+                                 "--eval_strategy", "steps", "--save_strategy", "epoch"])
+
+
+def test_help_groups_fields_by_dataclass_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([ModelArguments, SFTConfig], ["--help"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    model, sft = lines.index("ModelArguments:"), lines.index("SFTConfig:")
+    assert model < [i for i, line in enumerate(lines) if line.strip().startswith("--lora_r ")][0] < sft
+    assert sft < [i for i, line in enumerate(lines) if line.strip().startswith("--learning_rate ")][0]
+
+
+def test_print_config_prints_every_field_and_exits_0(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([ModelArguments, SFTConfig], ["--output_dir", str(tmp_path), "--lora_r", "4", "--print-config"])
+    assert exit_.value.code == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["lora_r"] == 4 and resolved["output_dir"] == str(tmp_path)
+    assert {field.name for field in dataclasses.fields(SFTConfig) if field.init} <= set(resolved)
