@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data import DataArguments, load_stage_dataset
-from ..demo.metrics import generate_responses, reward_scores, sequence_logprobs
+from ..models.measure import generate_responses, reward_scores, sequence_logprobs
 from .tasks import TaskProvider
 from ..logs import bars_wanted
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..artifacts.run_dir import TRAINER_STATE, read_json
-from ..demo.metrics import generate_responses, reward_scores
+from ..models.measure import generate_responses, reward_scores
 from .evaluation import load_prompts, prompt_texts
 from .tasks import TaskProvider
 from ..logs import bars_wanted

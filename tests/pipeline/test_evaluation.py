@@ -5,7 +5,7 @@ only with a task that has them."""
 import pytest
 from transformers import set_seed
 
-from rlhf_recipes.demo.metrics import generate_responses, reward_scores
+from rlhf_recipes.models.measure import generate_responses, reward_scores
 from rlhf_recipes.demo.provider import MaxDigitTask
 from rlhf_recipes.demo.task import VOCABULARY
 from rlhf_recipes.models import build_tiny_model, build_word_tokenizer
