@@ -112,9 +112,6 @@ class PromptPools:
     reward: list[Digits]
     ppo: list[Digits]
 
-    def stage_pools(self) -> dict[str, list[Digits]]:
-        return {"sft": self.sft, "reward": self.reward, "ppo": self.ppo}
-
 
 def split_prompts(seed: int, settings: TaskSettings) -> PromptPools:
     """Shuffle all 10^4 digit tuples, set aside the held-out and the validation prompts (SFT

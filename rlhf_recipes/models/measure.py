@@ -32,6 +32,16 @@ def generate_responses(
     return [[token for token in row if token != pad or pad == eos] for row in responses]
 
 
+def _batches(tokenizer, prompts: list, responses: list[list[int]], batch_size: int, max_prompt_length: int | None):
+    """(input_ids, attention_mask, responses) per batch: each prompt's tokens then its response, left-padded."""
+    encoded, _ = tokenize_prompts(prompts, tokenizer, max_prompt_length)
+    for start in range(0, len(encoded), batch_size):
+        rows = responses[start : start + batch_size]
+        input_ids, attention = left_pad([p + r for p, r in zip(encoded[start : start + batch_size], rows)],
+                                        tokenizer.pad_token_id)
+        yield input_ids, attention, rows
+
+
 @torch.no_grad()
 def sequence_logprobs(
     model: PreTrainedModel,
@@ -43,12 +53,8 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """log p(response | prompt) under `model`, summed over the response tokens."""
     model.eval()
-    encoded, _ = tokenize_prompts(prompts, tokenizer, max_prompt_length)
     totals = []
-    for start in range(0, len(encoded), batch_size):
-        prompt_rows = encoded[start : start + batch_size]
-        response_rows = responses[start : start + batch_size]
-        input_ids, attention = left_pad([p + r for p, r in zip(prompt_rows, response_rows)], tokenizer.pad_token_id)
+    for input_ids, attention, response_rows in _batches(tokenizer, prompts, responses, batch_size, max_prompt_length):
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
         token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         width = input_ids.shape[1]
@@ -71,10 +77,7 @@ def reward_scores(
 ) -> torch.Tensor:
     """The reward model's scalar score of each prompt + response (token ids as generated)."""
     reward_model.eval()
-    encoded, _ = tokenize_prompts(prompts, tokenizer, max_prompt_length)
-    scores = []
-    for start in range(0, len(encoded), batch_size):
-        rows = [p + r for p, r in zip(encoded[start : start + batch_size], responses[start : start + batch_size])]
-        input_ids, attention = left_pad(rows, tokenizer.pad_token_id)
-        scores.append(reward_model(input_ids=input_ids, attention_mask=attention).logits[:, 0].float())
-    return torch.cat(scores)
+    return torch.cat([
+        reward_model(input_ids=input_ids, attention_mask=attention).logits[:, 0].float()
+        for input_ids, attention, _ in _batches(tokenizer, prompts, responses, batch_size, max_prompt_length)
+    ])
