@@ -127,6 +127,8 @@ def test_print_config_needs_no_existing_inputs():
         (["make-pairs", "--model_name_or_path", "~/no-such-model", "--output", "x.jsonl"],
          ["local path '~/no-such-model' does not exist"]),
         (["report", "/no/such/run"], ["Run directory '/no/such/run' does not exist"]),
+        (["sft", "--config", SFT_YAML, "--output_dir", "/no/such/run", "--resume_from_checkpoint", "true"],
+         ["resume_from_checkpoint is true but '/no/such/run' holds no complete checkpoint"]),
     ],
 )
 def test_user_errors_fail_in_the_precheck_without_importing_the_stage(args, phrases):

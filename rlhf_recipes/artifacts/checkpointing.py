@@ -14,7 +14,7 @@ import re
 import shutil
 from collections.abc import Iterable
 
-from ..config.parsing import ConfigError
+from ..config.errors import ConfigError
 from .run_dir import read_jsonl, write_jsonl
 
 PREFIX = "checkpoint-"

@@ -34,6 +34,7 @@ MODEL_PATHS = {
 }
 DATA_PATHS = ("dataset_name", "ptx_dataset_name", "dataset")
 CONFIG_COMMANDS = ("sft", "reward", "ppo", "eval-rm", "make-pairs")
+RESUMABLE = ("sft", "reward", "ppo")
 
 
 def read_yaml_mapping(path: str) -> dict:
@@ -89,6 +90,14 @@ def check_settings(command: str, settings: dict, where: str, paths: bool = True)
             check_local_path(field, value, file_suffixes=DATA_FILE_SUFFIXES)
 
 
+def _check_resume(settings: dict) -> None:
+    """A resume_from_checkpoint that names no complete checkpoint (or `true` with none in output_dir)."""
+    from ..artifacts.checkpointing import resolve_resume  # standard library only, like this module
+
+    if settings.get("resume_from_checkpoint") is not None and settings.get("output_dir"):
+        resolve_resume(settings["resume_from_checkpoint"], str(settings["output_dir"]))
+
+
 def _config_path(argv: Sequence[str]) -> str | None:
     if "--config" not in argv:
         return None
@@ -137,6 +146,8 @@ def precheck(command: str, argv: Sequence[str]) -> None:
         check_settings(command, cli, "command line", paths)
         not_overridden = {key: value for key, value in from_file.items() if key not in cli}
         check_settings(command, not_overridden, f"config file {config}", paths)
+        if paths and command in RESUMABLE:
+            _check_resume({**from_file, **cli})
     elif command == "report":
         run_dirs = [token for token in argv if not token.startswith("-")]
         if run_dirs and paths and not os.path.isdir(run_dirs[0]):

@@ -48,3 +48,11 @@ def test_pipeline_seed_override_is_checked(tmp_path):
     pipeline = write_yaml(tmp_path / "pipeline.yaml", {"output_dir": "x", "stages": {}})
     with pytest.raises(ConfigError, match="seed must be a whole number"):
         precheck("pipeline", ["--config", pipeline, "--seed", "-1"])
+
+
+def test_resume_needs_a_complete_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="resume_from_checkpoint is true but .* holds no complete checkpoint"):
+        precheck("ppo", ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "true"])
+    with pytest.raises(ConfigError, match="is not a checkpoint directory"):
+        precheck("sft", ["--output_dir", str(tmp_path), "--resume_from_checkpoint", str(tmp_path / "checkpoint-3")])
+    precheck("sft", ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "false"])
