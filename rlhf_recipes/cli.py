@@ -7,6 +7,7 @@ memory prints one paragraph and exits with status 2; `--debug` (or RLHF_RECIPES_
 traceback instead. The recipe scripts (`recipes/*.py`) run through `run` too.
 """
 
+import gc
 import importlib
 import os
 import sys
@@ -59,6 +60,20 @@ def _message(err: BaseException) -> str:
     )
 
 
+def _import_then_freeze(module_name: str):
+    """Import a subcommand's module with the cyclic garbage collector paused, then `gc.freeze` what exists.
+
+    torch, transformers and trl leave millions of long-lived objects: collections during their import,
+    and every full collection afterwards, would walk them all again (about 5% of the demo's CPU time).
+    """
+    gc.disable()
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def run(name: str, argv: Sequence[str], report_errors: bool = True) -> int:
     """Run subcommand `name` with its options `argv`; returns the exit status.
 
@@ -71,7 +86,7 @@ def run(name: str, argv: Sequence[str], report_errors: bool = True) -> int:
     try:
         if not {"-h", "--help"} & set(argv):
             precheck(name, argv)
-        module = importlib.import_module(COMMANDS[name][0])
+        module = _import_then_freeze(COMMANDS[name][0])
         return module.main([name, *argv] if name in ("chat", "generate") else argv) or 0
     except Exception as err:
         if debug or not report_errors or not (isinstance(err, UserError) or _out_of_memory(err)):
