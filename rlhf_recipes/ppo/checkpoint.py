@@ -1,11 +1,13 @@
 """What a PPO checkpoint holds beyond `rlhf_recipes.artifacts.checkpointing` (staging, COMPLETE marker,
 `latest` pointer, rotation and resume rules, shared with SFT and the reward model).
 
-Layout of `output_dir/checkpoint-<step>/`: `actor/` (model or LoRA adapter, save_pretrained),
-`critic/` (model, or with `critic_use_peft` its LoRA adapter and `score` head), `ema/` (when
+Layout of `output_dir/checkpoint-<step>/`: `actor/` (model or LoRA adapter, save_pretrained, and the
+tokenizer), `critic/` (model, or with `critic_use_peft` its LoRA adapter and `score` head), `ema/` (when
 enabled), `optimizer_{actor,critic}.pt`, `scheduler_{actor,critic}.pt`, `trainer_state.json`
 (global step, episode, KL coefficient, reward statistics, log history), `rng_state_<rank>.pth`,
-and the `COMPLETE` marker. A checkpoint is written into
+and the `COMPLETE` marker. Under DeepSpeed, `actor_engine/` and `critic_engine/` replace the weights
+and optimizer files: DeepSpeed's own checkpoint of each engine, in which every rank writes its shard of
+the weights and optimizer states (resume with the same number of ranks). A checkpoint is written into
 `.tmp-checkpoint-<step>`, marked complete, then renamed into place; the `latest` pointer file is
 replaced last. Resume only ever reads directories that carry the marker.
 """
@@ -62,3 +64,28 @@ def load_weights(model, path: str) -> None:
         raise ValueError(
             f"Weights in {path} do not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}."
         )
+
+
+ENGINE_TAG = "state"
+
+
+def _engine_dir(path: str, name: str) -> str:
+    return os.path.join(path, f"{name}_engine")
+
+
+def save_engine(engine, path: str, name: str) -> None:
+    """DeepSpeed checkpoint of one engine into path/<name>_engine (every rank calls this). Frozen
+    weights (a LoRA model's base) are left out: they are the ones the run started from."""
+    frozen = any(not p.requires_grad for p in engine.module.parameters())
+    engine.save_checkpoint(_engine_dir(path, name), tag=ENGINE_TAG, exclude_frozen_parameters=frozen)
+
+
+def load_engine(engine, path: str, name: str) -> None:
+    """Restore weights and optimizer states saved by `save_engine` (every rank calls this)."""
+    if not os.path.isdir(_engine_dir(path, name)):
+        raise ConfigError(f"{path} holds no DeepSpeed state for the {name} ({name}_engine/): it was written by a run "
+                          "launched without DeepSpeed; resume it with that launch config.")
+    loaded, _ = engine.load_checkpoint(_engine_dir(path, name), tag=ENGINE_TAG, load_module_strict=False,
+                                       load_optimizer_states=True, load_lr_scheduler_states=False)
+    if loaded is None:
+        raise ConfigError(f"DeepSpeed could not load the {name}'s state from {_engine_dir(path, name)}.")

@@ -183,18 +183,15 @@ class PPOConfig(TrainingArguments):
         self.check_launch()
 
     def check_launch(self) -> None:
-        """PPO runs on one device or with DDP. Under DeepSpeed, accelerate wraps one model per engine and
-        steps only the last prepared one in backward(); FSDP shards the weights and optimizer states that
-        rollouts, checkpoints and saves read whole. On a CPU both would silently fall back to DDP."""
-        launches = (("DeepSpeed", "DEEPSPEED", "deepspeed", "deepspeed_*.yaml"), ("FSDP", "FSDP", "fsdp", "fsdp.yaml"))
-        for name, env, field_name, config_file in launches:
-            if getattr(self, field_name) or os.environ.get(f"ACCELERATE_USE_{env}", "").lower() in ("true", "1"):
-                raise ConfigError(
-                    f"The PPO trainer does not run under {name} (a {config_file} launch config or the {field_name} "
-                    "field): it trains two models, actor and critic, each with its own optimizer, and reads their "
-                    "weights whole. Launch PPO with accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, and "
-                    "use LoRA/QLoRA (use_peft, critic_use_peft) where full fine-tuning would need sharding."
-                )
+        """PPO runs on one device, with DDP or under DeepSpeed ZeRO-2/3 (docs/distributed_ppo.md). FSDP
+        shards the weights and optimizer states that rollouts, checkpoints and saves read whole, and
+        accelerate applies it only on GPUs/accelerators."""
+        if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1"):
+            raise ConfigError(
+                "The PPO trainer does not run under FSDP (the fsdp.yaml launch config or the fsdp field). Launch PPO "
+                "with accelerate_configs/deepspeed_zero3.yaml to shard actor and critic, multi_gpu.yaml (DDP) or "
+                "single_gpu.yaml."
+            )
 
     def check_model_positions(self, max_positions: int | None) -> None:
         """Prompt plus response must fit the model's position embeddings."""

@@ -5,6 +5,7 @@ Every no-grad pass runs in chunks of `chunk_size` rows. Sequences are laid out a
 prompt padding and the response mask, never from the pad id (pad is often EOS).
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +130,7 @@ def collect_rollout(
     critic: ValueModel,
     config: SamplingConfig,
     chunk_size: int,
+    sampling_context=nullcontext,
 ) -> Rollout:
     """Sample responses with the KV cache (which also gives the policy's logprobs, log softmax of
     logits / temperature at the sampled tokens), mask everything after the first stop token, then
@@ -136,9 +138,13 @@ def collect_rollout(
     V(s_t) = head output at the token before t.
 
     `ref_context()` is entered around the reference pass; with LoRA it disables the adapter of
-    `ref_policy`, which is then the policy itself.
+    `ref_policy`, which is then the policy itself. `sampling_context()` is entered once around all of
+    the sampling (under ZeRO-3 it gathers the policy's weights for the whole rollout).
     """
-    responses, response_mask, has_stop, logprobs = sample_responses(policy, prompt_ids, prompt_mask, config, chunk_size)
+    with sampling_context():
+        responses, response_mask, has_stop, logprobs = sample_responses(
+            policy, prompt_ids, prompt_mask, config, chunk_size
+        )
     width = responses.shape[1]
     input_ids = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)

@@ -34,6 +34,7 @@ from ..artifacts.run_dir import PPO_LOG, PPO_SAMPLES, TRAINER_STATE
 from . import scoring
 from ..config.parsing import ConfigError
 from . import checkpoint
+from . import engines
 from ..models.generation import left_pad, logprobs_from_logits, sample_responses, tokenize_prompts
 from ..models.introspection import max_positions
 from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
@@ -147,8 +148,14 @@ class PPOTrainer:
         self._check_critic(args, value_model, reward_model, peft_config, value_peft_config)
         self.args = args
         self.processing_class = processing_class
+        if args.deepspeed_plugin is not None:
+            # a deepspeed_*.yaml launch (TrainingArguments built the plugin). As in HF Trainer, the arguments set up
+            # the processes (gloo on CPUs) and the Accelerator, told cpu=False, puts DeepSpeed on top; with cpu=True
+            # it would silently train with DDP
+            _ = args.device
         self.accelerator = Accelerator(
-            cpu=args.use_cpu,
+            cpu=args.use_cpu and args.deepspeed_plugin is None,
+            deepspeed_plugin=args.deepspeed_plugin,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
         )
@@ -187,13 +194,19 @@ class PPOTrainer:
         acc = self.accelerator
         self.world_batch_size = args.per_device_train_batch_size * acc.num_processes
         self.num_updates = self._num_updates(args, len(self.prompts))
+        self.zero_stage = engines.zero_stage(acc)
+        self._check_launch(args, (policy, self.ref_model, value_model, reward_model))
         critic = ValueModel(value_model)
-        actor_optimizer, actor_scheduler = self._optimizer(policy, args.learning_rate)
-        critic_optimizer, critic_scheduler = self._optimizer(critic, args.critic_learning_rate or args.learning_rate)
-        self.actor, self.critic, self.actor_optimizer, self.critic_optimizer = acc.prepare(
-            policy, critic, actor_optimizer, critic_optimizer
+        self.actor, self.actor_optimizer = engines.prepare_trained(
+            acc, policy, self._optimizer(policy, args.learning_rate), args.micro_batch_size, args.max_grad_norm
         )
-        self.actor_scheduler, self.critic_scheduler = actor_scheduler, critic_scheduler
+        self.critic, self.critic_optimizer = engines.prepare_trained(
+            acc, critic, self._optimizer(critic, args.critic_learning_rate or args.learning_rate),
+            args.micro_batch_size, args.max_grad_norm,
+        )
+        # on the optimizer that really steps: under ZeRO offload accelerate may swap in DeepSpeed's CPU Adam
+        self.actor_scheduler = self._scheduler(engines.stepped_optimizer(self.actor_optimizer))
+        self.critic_scheduler = self._scheduler(engines.stepped_optimizer(self.critic_optimizer))
         # unwrapped once: accelerate's unwrap_model re-reads package metadata on every call (~7 ms)
         self._modules = {"actor": acc.unwrap_model(self.actor), "critic": acc.unwrap_model(self.critic)}
         self._trainable = {name: [p for p in m.parameters() if p.requires_grad] for name, m in self._modules.items()}
@@ -205,12 +218,12 @@ class PPOTrainer:
         wrapped = (self.actor_optimizer, self.critic_optimizer)
         self._optimizers = [o.optimizer for o in wrapped] if self._direct_optimizers else list(wrapped)
         if self.ref_model is not None:
-            self.ref_model = self.ref_model.to(acc.device).eval().requires_grad_(False)
+            self.ref_model = engines.prepare_frozen(acc, self.ref_model.eval().requires_grad_(False))
         reward_context = nullcontext
         if self.shares_reward_model:  # the critic's LoRA and head stay trainable; the disabled adapter is the RM
             reward_model, reward_context = self.unwrapped_critic.model, self.unwrapped_critic.model.disable_adapter
         elif reward_model is not None:
-            reward_model = reward_model.to(acc.device).requires_grad_(False)
+            reward_model = engines.prepare_frozen(acc, reward_model.eval().requires_grad_(False))
         self.scorer = scoring.RewardScorer(
             processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size,
             reward_context,
@@ -298,6 +311,22 @@ class PPOTrainer:
             raise ConfigError("The critic's model already carries a LoRA adapter: merge it (merge_and_unload) "
                               "before critic_use_peft adds one.")
 
+    def _check_launch(self, args, models) -> None:
+        """Combinations the DeepSpeed launch cannot run, refused before any engine is built."""
+        if not self.zero_stage:
+            return
+        if any(model is not None and _is_quantized(model) for model in models):
+            raise ConfigError(
+                f"A 4/8-bit (bitsandbytes) model cannot be sharded by DeepSpeed ZeRO-{self.zero_stage}. Train QLoRA "
+                "PPO with accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, or load the models in 16 bits "
+                "(load_in_4bit/load_in_8bit false) to keep the DeepSpeed config."
+            )
+        if args.ema and self.zero_stage == 3:
+            raise ConfigError(
+                "ema keeps a whole copy of the actor on every rank, which ZeRO-3 exists to avoid. Drop ema under "
+                "deepspeed_zero3*.yaml, or use deepspeed_zero2.yaml / multi_gpu.yaml, where the actor is whole."
+            )
+
     @staticmethod
     def _critic_network(value_model, reward_model, lora_config):
         """The critic's sequence-classification model: `value_model`, else a trainable copy of the
@@ -335,15 +364,16 @@ class PPOTrainer:
         optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
         kwargs = dict(kwargs, lr=lr)
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = optimizer_cls([{"params": params, "weight_decay": self.args.weight_decay}], **kwargs)
-        scheduler = get_scheduler(
+        return optimizer_cls([{"params": params, "weight_decay": self.args.weight_decay}], **kwargs)
+
+    def _scheduler(self, optimizer):
+        return get_scheduler(
             self.args.lr_scheduler_type,
             optimizer,
             num_warmup_steps=self.args.get_warmup_steps(self.num_updates),
             num_training_steps=self.num_updates,
             scheduler_specific_kwargs=self.args.lr_scheduler_kwargs or {},
         )
-        return optimizer, scheduler
 
     def _new_state(self, state: PPOTrainerState) -> PPOTrainerState:
         args, acc = self.args, self.accelerator
@@ -489,6 +519,7 @@ class PPOTrainer:
         return collect_rollout(
             local, prompt_ids.to(acc.device), prompt_mask.to(acc.device), actor, ref_policy, ref_context, critic,
             self.sampling_config, self.args.local_rollout_forward_batch_size,
+            sampling_context=lambda: engines.whole_weights(self.actor, self.zero_stage),
         )
 
     def _flag(self, value) -> torch.Tensor:
@@ -517,15 +548,35 @@ class PPOTrainer:
             order = torch.randperm(batch, generator=generator).to(rollout.responses.device)
             for start in range(0, batch, args.micro_batch_size):
                 rows = order[start : start + args.micro_batch_size]
-                with acc.accumulate(self.actor, self.critic):
+                # DeepSpeed engines count their own accumulation steps
+                with nullcontext() if self.zero_stage else acc.accumulate(self.actor, self.critic):
                     terms = self._micro_losses(rollout, experience, rows, keep_only, micro_step, num_micro)
                     for name, value in terms.items():
                         stats.setdefault(name, []).append(value.detach())
-                    acc.backward(terms["loss"])
-                    if acc.sync_gradients and not self._optimizer_step():
+                    if not self._backward_and_step(terms):
                         return None
                 micro_step += 1
-        return {name: torch.stack(values).mean() for name, values in stats.items() if name != "loss"}
+        return {name: torch.stack(values).mean() for name, values in stats.items() if "/" in name}
+
+    def _backward_and_step(self, terms: dict) -> bool:
+        """Backward of one microbatch, then the optimizer steps at an accumulation boundary; False if
+        a step was refused for a non-finite gradient. Under DeepSpeed each engine backpropagates its
+        own loss (their parameters are disjoint, so the gradients are those of the sum), clips its
+        own norm and skips its own step when that norm is not finite (DeepSpeed's overflow check)."""
+        if not self.zero_stage:
+            self.accelerator.backward(terms["loss"])
+            return not self.accelerator.sync_gradients or self._optimizer_step()
+        self.actor.backward(terms["actor_loss"])
+        self.critic.backward(terms["critic_loss"])
+        boundary = self.actor.is_gradient_accumulation_boundary()
+        self.actor.step()
+        self.critic.step()
+        if not boundary:
+            return True
+        ok = self.actor.was_step_applied() and self.critic.was_step_applied()
+        if ok and self.ema is not None:
+            self._update_ema()
+        return ok
 
     def _micro_losses(self, rollout, experience, rows, keep_only, micro_step, num_micro) -> dict:
         args = self.args
@@ -549,12 +600,15 @@ class PPOTrainer:
             args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
             process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
         )
-        loss = pg_loss + args.vf_coef * vf_loss + sum(coef * term for coef, term in extra.values() if coef)
+        actor_loss = pg_loss + sum(coef * term for coef, term in extra.values() if coef)
+        critic_loss = args.vf_coef * vf_loss
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits), mask)
             ratio = masked_mean(torch.exp(logprobs - rollout.logprobs[rows, :width]), mask)
         return {
-            "loss": loss,
+            "loss": actor_loss + critic_loss,
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
             "loss/policy": pg_loss,
             "loss/value": vf_loss,
             "policy/approxkl": approxkl,
@@ -607,7 +661,12 @@ class PPOTrainer:
         """Greedy responses to the eval prompts (split across ranks), scored like rollouts.
         Logs and returns `eval/scores`, `eval/response_length` and `eval/stop_frac`."""
         args, acc = self.args, self.accelerator
-        prompts = list(self.eval_dataset["prompt"])[acc.process_index :: acc.num_processes]
+        everything = list(self.eval_dataset["prompt"])
+        prompts = everything[acc.process_index :: acc.num_processes]
+        real = len(prompts)
+        # every rank runs as many chunks (ZeRO-3 forwards are collectives): the short ones repeat a prompt,
+        # which does not count
+        prompts += everything[:1] * (math.ceil(len(everything) / acc.num_processes) - real)
         ids, _ = tokenize_prompts(prompts, self.processing_class, args.max_prompt_length)
         config = replace(self.sampling_config, greedy=True)
         actor = self.unwrapped_actor.eval()
@@ -616,12 +675,15 @@ class PPOTrainer:
         for start in range(0, len(ids), size):
             prompt_ids, prompt_mask = left_pad(ids[start : start + size], self.processing_class.pad_token_id)
             prompt_ids, prompt_mask = prompt_ids.to(acc.device), prompt_mask.to(acc.device)
-            responses, response_mask, has_stop, _ = sample_responses(actor, prompt_ids, prompt_mask, config, size)
+            with engines.whole_weights(self.actor, self.zero_stage):
+                responses, response_mask, has_stop, _ = sample_responses(actor, prompt_ids, prompt_mask, config, size)
             rollout = Rollout([], prompt_ids, prompt_mask, responses, response_mask, has_stop)
             raw = self.scorer(rollout, prompts[start : start + size], None)
             scores = self.shaper(raw, has_stop)
-            totals += torch.stack([scores.sum(), response_mask.sum().float(), has_stop.sum().float()])
-        totals = acc.reduce(torch.cat([totals, torch.tensor([float(len(ids))], device=acc.device)]), "sum")
+            counted = (torch.arange(start, start + len(scores), device=acc.device) < real).float()
+            rows = torch.stack([scores, response_mask.sum(1).float(), has_stop.float()])
+            totals += (rows * counted).sum(1)
+        totals = acc.reduce(torch.cat([totals, torch.tensor([float(real)], device=acc.device)]), "sum")
         count = max(totals[3].item(), 1.0)
         metrics = {"eval/scores": totals[0].item() / count, "eval/response_length": totals[1].item() / count,
                    "eval/stop_frac": totals[2].item() / count}
@@ -681,10 +743,14 @@ class PPOTrainer:
             os.makedirs(tmp)
         acc.wait_for_everyone()
         checkpoint.save_rng_state(tmp, acc.process_index)
+        if self.zero_stage:  # every rank writes its shard of the weights and of the optimizer states
+            for name, engine in self._engines().items():
+                checkpoint.save_engine(engine, tmp, name)
         if acc.is_main_process:
-            self.unwrapped_actor.save_pretrained(os.path.join(tmp, "actor"))
+            if not self.zero_stage:
+                self.unwrapped_actor.save_pretrained(os.path.join(tmp, "actor"))
+                self.unwrapped_critic.model.save_pretrained(os.path.join(tmp, CRITIC_SUBDIR))
             self.processing_class.save_pretrained(os.path.join(tmp, "actor"))
-            self.unwrapped_critic.model.save_pretrained(os.path.join(tmp, CRITIC_SUBDIR))
             if self.ema is not None:
                 self.ema.save_pretrained(os.path.join(tmp, EMA_SUBDIR))
             for name, obj in self._stateful().items():
@@ -696,17 +762,23 @@ class PPOTrainer:
             checkpointing.commit(self.args.output_dir, tmp, step, self.args.save_total_limit)
         acc.wait_for_everyone()
 
+    def _engines(self) -> dict:
+        return {"actor": self.actor, CRITIC_SUBDIR: self.critic}
+
     def _stateful(self) -> dict:
-        return {
-            "optimizer_actor": self.actor_optimizer,
-            "optimizer_critic": self.critic_optimizer,
-            "scheduler_actor": self.actor_scheduler,
-            "scheduler_critic": self.critic_scheduler,
+        """What the main rank saves with torch.save (under DeepSpeed the engines hold the optimizer states)."""
+        optimizers = {} if self.zero_stage else {
+            "optimizer_actor": self.actor_optimizer, "optimizer_critic": self.critic_optimizer,
         }
+        return {**optimizers, "scheduler_actor": self.actor_scheduler, "scheduler_critic": self.critic_scheduler}
 
     def _load_checkpoint(self, path: str) -> None:
-        checkpoint.load_weights(self.unwrapped_actor, os.path.join(path, "actor"))
-        checkpoint.load_weights(self.unwrapped_critic.model, os.path.join(path, CRITIC_SUBDIR))
+        if self.zero_stage:
+            for name, engine in self._engines().items():
+                checkpoint.load_engine(engine, path, name)
+        else:
+            checkpoint.load_weights(self.unwrapped_actor, os.path.join(path, "actor"))
+            checkpoint.load_weights(self.unwrapped_critic.model, os.path.join(path, CRITIC_SUBDIR))
         if self.ema is not None:
             checkpoint.load_weights(self.ema, os.path.join(path, EMA_SUBDIR))
         for name, obj in self._stateful().items():
@@ -730,14 +802,16 @@ class PPOTrainer:
         from ..artifacts.saving import save_model_and_tokenizer
 
         output_dir = output_dir or self.args.output_dir
-        if self.accelerator.is_main_process:
-            self.unwrapped_critic.model.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
-            self.processing_class.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
-            if self.ema is not None:
-                self.ema.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
-                self.processing_class.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
-            self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE))
-            save_model_and_tokenizer(self.unwrapped_actor, self.processing_class, output_dir, merge_lora)
+        # under ZeRO-3 every rank gathers the whole weights; the main rank writes them
+        with engines.gathered_for_reading([self.unwrapped_actor, self.unwrapped_critic], self.zero_stage):
+            if self.accelerator.is_main_process:
+                self.unwrapped_critic.model.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
+                self.processing_class.save_pretrained(os.path.join(output_dir, CRITIC_SUBDIR))
+                if self.ema is not None:
+                    self.ema.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
+                    self.processing_class.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
+                self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE))
+                save_model_and_tokenizer(self.unwrapped_actor, self.processing_class, output_dir, merge_lora)
         self.accelerator.wait_for_everyone()
 
     def push_to_hub(self, commit_message: str = "End of training", revision: str | None = None):

@@ -18,7 +18,8 @@ import sys
 
 import torch
 import transformers
-from accelerate.utils import DeepSpeedPlugin
+
+import cpu_deepspeed  # noqa: F401  (no DeepSpeed op compiled on this CPU machine)
 
 from rlhf_recipes.stages import reward
 from rlhf_recipes.stages import sft
@@ -39,27 +40,6 @@ def _catching(train):
 
 transformers.Trainer.train = _catching(transformers.Trainer.train)
 PPOTrainer.train = _catching(PPOTrainer.train)
-
-
-def _accepting_torch_optimizers(post_init):
-    """ZeRO offload keeps the Trainer's torch AdamW (`zero_force_ds_cpu_optimizer: false`) instead of
-    DeepSpeed's CPU Adam, a C++ op compiled on first use (minutes, and a compiler on the machine)."""
-
-    def wrapper(self):
-        post_init(self)
-        self.deepspeed_config["zero_force_ds_cpu_optimizer"] = False
-
-    return wrapper
-
-
-DeepSpeedPlugin.__post_init__ = _accepting_torch_optimizers(DeepSpeedPlugin.__post_init__)
-
-if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-    import deepspeed.ops
-
-    # DeepSpeed's CPU backend compiles a shared-memory allreduce op at its first collective (C++ compiler,
-    # minutes); marked unavailable, DeepSpeed uses torch.distributed's (gloo) collectives.
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _checksum(module: torch.nn.Module) -> float:

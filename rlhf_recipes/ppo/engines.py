@@ -1,0 +1,93 @@
+"""Where PPO's four models live under each launch: one device / DDP, or DeepSpeed ZeRO-2/3 (docs/distributed_ppo.md).
+
+Under DeepSpeed the two trained models get one engine each, built by `accelerator.prepare(model, optimizer)`
+from the launch config's plugin: each engine owns its optimizer, clips its own gradient norm and steps at
+its own accumulation boundary, so actor and critic keep separate learning rates, schedulers and clipping.
+The frozen reference and reward models are ZeRO-3 inference engines (sharded, no optimizer) under ZeRO-3
+and whole copies on every rank under ZeRO-2, as TRL <= 1.11 prepared them.
+"""
+
+import copy
+from contextlib import contextmanager, nullcontext
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    """The launch's ZeRO stage; 0 when DeepSpeed is not used."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return 0
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"])
+
+
+def prepare_trained(accelerator: Accelerator, model, optimizer, micro_batch_size: int, max_grad_norm: float | None):
+    """(prepared model, prepared optimizer). Under DeepSpeed: an engine of its own, which steps
+    `micro_batch_size` rows per backward and clips this model's gradient norm to `max_grad_norm`."""
+    if zero_stage(accelerator):
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        config["gradient_clipping"] = max_grad_norm or 0.0
+        config.pop("train_batch_size", None)  # derived again from the two values above
+    return accelerator.prepare(model, optimizer)
+
+
+def stepped_optimizer(prepared):
+    """The torch optimizer whose param groups really step behind accelerate's wrapper (and, under
+    DeepSpeed, behind the ZeRO optimizer): the one an LR scheduler must drive."""
+    inner = prepared.optimizer
+    return getattr(inner, "optimizer", inner) if not isinstance(inner, torch.optim.Optimizer) else inner
+
+
+def prepare_frozen(accelerator: Accelerator, model):
+    """A model used only for inference: sharded by a ZeRO-3 engine without optimizer under ZeRO-3,
+    else a whole copy on this rank's device. Returns the module to call."""
+    if zero_stage(accelerator) != 3:
+        return model.to(accelerator.device)
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    for training_only in ("optimizer", "scheduler", "gradient_clipping"):
+        config.pop(training_only, None)
+    config["zero_optimization"].pop("offload_optimizer", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine.module
+
+
+def _parameter_offload(engine):
+    """ZeRO-3's parameter manager of a training engine (it owns the per-module gather hooks)."""
+    return engine.optimizer.parameter_offload
+
+
+@contextmanager
+def whole_weights(engine, stage: int):
+    """Within: the engine's module holds its whole weights on every rank. Under ZeRO-3 they are
+    gathered once and the per-module gather/release hooks are lifted, so a generation loop runs on
+    plain tensors instead of gathering every layer for every token; elsewhere this does nothing."""
+    if stage != 3:
+        yield
+        return
+    import deepspeed
+
+    offload = _parameter_offload(engine)
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            for param in engine.module.parameters():
+                param.ds_active_sub_modules.clear()
+            offload._register_deepspeed_module(engine.module)
+
+
+def gathered_for_reading(modules, stage: int):
+    """Gather ZeRO-3 shards of `modules` (read-only, e.g. to save them whole); nothing elsewhere."""
+    if stage != 3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([p for m in modules for p in m.parameters()])
