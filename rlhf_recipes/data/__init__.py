@@ -2,7 +2,7 @@
 
 from rlhf_recipes.data.config import DataArguments
 from rlhf_recipes.data.errors import DataError
-from rlhf_recipes.data.loading import build_stage_dataset, load_stage_dataset
+from rlhf_recipes.data.loading import build_stage_dataset, load_stage_dataset, stage_splits
 from rlhf_recipes.data.report import DataReport
 
-__all__ = ["DataArguments", "DataError", "DataReport", "build_stage_dataset", "load_stage_dataset"]
+__all__ = ["DataArguments", "DataError", "DataReport", "build_stage_dataset", "load_stage_dataset", "stage_splits"]

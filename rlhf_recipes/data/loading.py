@@ -76,3 +76,9 @@ def load_stage_dataset(args: DataArguments, stage: str) -> DatasetDict:
     Use `build_stage_dataset` to also get the `DataReport` (row counts and drops per reason).
     """
     return build_stage_dataset(args, stage)[0]
+
+
+def stage_splits(args: DataArguments, stage: str) -> tuple[Dataset, Dataset | None]:
+    """(train, eval) of `load_stage_dataset`, eval None when nothing is held out."""
+    splits = load_stage_dataset(args, stage)
+    return splits["train"], splits["eval"] if len(splits["eval"]) else None

@@ -12,21 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from transformers import TrainerCallback, set_seed
+from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
 from .. import logs
 from ..artifacts import hub
-from ..data import DataArguments, load_stage_dataset
-from ..models import ModelArguments, is_tiny, load_model, load_tokenizer, peft_config_for
+from ..data import DataArguments, stage_splits
+from ..models import ModelArguments, is_tiny
 from ..config.parsing import ConfigError, parse_args
 from ..config.paths import STEP_1, check_local_path
-from ..config.preflight import preflight_stage
 from .reward_eval import evaluate_reward_model, format_report, write_report
 from ..artifacts.run_dir import RM_EVAL
 from ..artifacts.saving import MERGED_SUBDIR
 from .trainers import ReliableRewardTrainer
-from .train_and_save import resume_checkpoint, run_training, save_final
+from .train_and_save import train_stage
 
 
 @dataclass
@@ -94,40 +93,7 @@ def train_reward(
     Returns the trainer and the evaluation report (None without an eval split); the report is
     also written to `output_dir/eval_rm.json` and summarised on stdout.
     """
-    check_init_checkpoint(model_args)
-    preflight_stage(model_args, training_args, "seq-cls")
-    resume_from = resume_checkpoint(training_args)
-    return _train_checked(model_args, training_args, train_dataset, eval_dataset, resume_from, script_args, callbacks)
-
-
-def _train_checked(
-    model_args: ModelArguments,
-    training_args: RewardConfig,
-    train_dataset: Dataset,
-    eval_dataset: Dataset | None,
-    resume_from: str | None,
-    script_args: RewardScriptArguments | None,
-    callbacks: list[TrainerCallback] | None = None,
-) -> tuple[ReliableRewardTrainer, dict | None]:
-    """`train_reward` once the checks have passed and the checkpoint to resume from is known (the
-    checks size a model on the meta device: not twice)."""
-    script_args = script_args or RewardScriptArguments()
-    set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
-    model = load_model(model_args, tokenizer, task="seq-cls", trust_remote_code=training_args.trust_remote_code)
-    trainer = ReliableRewardTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config_for(model_args, "SEQ_CLS"),
-        callbacks=callbacks,
-    )
-    run_training(trainer, resume_from)
-    report = evaluate_held_out(trainer, eval_dataset, script_args)
-    save_final(trainer, tokenizer, model_args.merge_lora)
-    return trainer, report
+    return _train(model_args, training_args, lambda: (train_dataset, eval_dataset), script_args, callbacks)
 
 
 def run_reward(
@@ -136,13 +102,17 @@ def run_reward(
     training_args: RewardConfig,
     script_args: RewardScriptArguments | None = None,
 ) -> tuple[ReliableRewardTrainer, dict | None]:
-    """Step 2 end to end: checks, the reward split of the data, then `train_reward`."""
+    """Step 2 end to end: checks, the reward split of the data, training, evaluation, the saved model."""
+    return _train(model_args, training_args, lambda: stage_splits(data_args, "reward"), script_args)
+
+
+def _train(model_args, training_args, datasets, script_args, callbacks=None):
     check_init_checkpoint(model_args)
-    preflight_stage(model_args, training_args, "seq-cls")
-    resume_from = resume_checkpoint(training_args)  # a bad resume_from_checkpoint fails before the data loads
-    splits = load_stage_dataset(data_args, "reward")
-    eval_dataset = splits["eval"] if len(splits["eval"]) else None
-    return _train_checked(model_args, training_args, splits["train"], eval_dataset, resume_from, script_args)
+    script_args = script_args or RewardScriptArguments()
+    return train_stage(
+        ReliableRewardTrainer, "seq-cls", model_args, training_args, datasets, callbacks,
+        after_training=lambda trainer, eval_dataset: evaluate_held_out(trainer, eval_dataset, script_args),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,8 +10,8 @@ from transformers import GPT2Config
 
 from rlhf_recipes import cli
 from rlhf_recipes.config import preflight
-from rlhf_recipes.stages import reward
-from rlhf_recipes.stages import sft
+from rlhf_recipes.data import loading as data_loading
+from rlhf_recipes.stages import train_and_save
 from rlhf_recipes.models import ModelArguments
 from rlhf_recipes.models.introspection import max_positions, model_config, parameter_count
 from rlhf_recipes.config.parsing import ConfigError
@@ -29,8 +29,9 @@ def nothing_loaded(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model or the data was loaded before the configuration error")
 
-    for module in (sft, reward, ppo_run):
+    for module in (train_and_save, ppo_run):
         monkeypatch.setattr(module, "load_model", forbidden)
+    for module in (data_loading, ppo_run):
         monkeypatch.setattr(module, "load_stage_dataset", forbidden)
 
 
