@@ -8,7 +8,7 @@ policy; separate actor/critic learning rates and clipping. Every rank writes OUT
 world size, distributed type, the classes and ZeRO stage of what the trainer built, how often the
 ZeRO-3 actor was gathered for sampling and how many per-module fetches ran while sampling, and sums
 of the final actor and critic weights (gathered under ZeRO-3). `pause_after_first_save`: after the
-first checkpoint, rank 0 writes OUTPUT_DIR/saved and both ranks wait to be killed.
+first checkpoint, both ranks write their pid to OUTPUT_DIR/saved-<rank> and wait to be killed.
 """
 
 import json
@@ -31,9 +31,14 @@ mode = sys.argv[3] if len(sys.argv) > 3 else None
 
 
 class PauseAfterSave(TrainerCallback):
+    """Each rank leaves its pid in OUTPUT_DIR/saved-<rank> (torchrun gives every rank its own session, so the
+    test kills the ranks themselves) and waits."""
+
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            open(os.path.join(output_dir, "saved"), "w").close()
+        path = os.path.join(output_dir, f"saved-{int(os.environ['RANK'])}")
+        with open(path + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
         time.sleep(600)
 
 
