@@ -1,8 +1,9 @@
 """Rollout: prompts -> sampled responses -> the tensors PPO needs (masks, logprobs, values).
 
-Every no-grad pass runs in chunks of `chunk_size` rows. Sequences are laid out as
-[left-padded prompt | response padded on the right]; attention masks are built from the
-prompt padding and the response mask, never from the pad id (pad is often EOS).
+Every no-grad pass runs in chunks of `chunk_size` rows grouped by length, each cut to its real
+columns (`microbatches`). Sequences are laid out as [left-padded prompt | response padded on the
+right]; attention masks are built from the prompt padding and the response mask, never from the
+pad id (pad is often EOS).
 """
 
 from contextlib import nullcontext
@@ -15,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from ..models.generation import SamplingConfig, forward_accepts, logprobs_from_logits, position_ids_from
 from ..models.generation import sample_responses
 from ..models.value_head import batch_first_hidden_states
+from . import microbatches
 
 
 def supports_logits_to_keep(model) -> bool:
@@ -114,12 +116,6 @@ class Rollout:
 
 
 @torch.inference_mode()
-def chunked(fn, chunk_size: int, *tensors: torch.Tensor) -> torch.Tensor:
-    """fn over row chunks of the tensors, concatenated."""
-    return torch.cat([fn(*(t[i : i + chunk_size] for t in tensors)) for i in range(0, tensors[0].shape[0], chunk_size)])
-
-
-@torch.inference_mode()
 def collect_rollout(
     indices: list[int],
     prompt_ids: torch.Tensor,
@@ -135,7 +131,7 @@ def collect_rollout(
     """Sample responses with the KV cache (which also gives the policy's logprobs, log softmax of
     logits / temperature at the sampled tokens), mask everything after the first stop token, then
     one forward pass each for the reference logprobs (same temperature) and for the critic's values
-    V(s_t) = head output at the token before t.
+    V(s_t) = head output at the token before t. Both are 0 after each response (never read there).
 
     `ref_context()` is entered around the reference pass; with LoRA it disables the adapter of
     `ref_policy`, which is then the policy itself. `sampling_context()` is entered once around all of
@@ -145,20 +141,21 @@ def collect_rollout(
         responses, response_mask, has_stop, logprobs = sample_responses(
             policy, prompt_ids, prompt_mask, config, chunk_size
         )
-    width = responses.shape[1]
-    input_ids = torch.cat([prompt_ids, responses], dim=1)
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     keep_only = supports_logits_to_keep(ref_policy)
+    parts = microbatches.chunks(prompt_mask, response_mask, chunk_size)
 
-    def ref_logprobs_of(ids, mask, targets):
-        logits = response_logits(ref_policy, ids, mask, width, keep_only).float() / config.temperature
-        return logprobs_from_logits(logits, targets)
+    def ref_logprobs_of(chunk):
+        ids, mask = chunk.sequences(prompt_ids, responses), chunk.sequences(prompt_mask, response_mask)
+        logits = response_logits(ref_policy, ids, mask, chunk.response_width, keep_only).float() / config.temperature
+        return logprobs_from_logits(logits, chunk.response(responses))
+
+    def values_of(chunk):
+        ids, mask = chunk.sequences(prompt_ids, responses), chunk.sequences(prompt_mask, response_mask)
+        return critic(ids, mask)[:, -chunk.response_width - 1 : -1].float()
 
     with ref_context():
-        ref_logprobs = chunked(ref_logprobs_of, chunk_size, input_ids, attention_mask, responses)
-    values = chunked(
-        lambda ids, mask: critic(ids, mask)[:, -width - 1 : -1].float(), chunk_size, input_ids, attention_mask
-    )
+        ref_logprobs = microbatches.over_chunks(ref_logprobs_of, parts, responses.shape[1])
+    values = microbatches.over_chunks(values_of, parts, responses.shape[1])
     return Rollout(
         indices=list(indices),
         prompt_ids=prompt_ids,

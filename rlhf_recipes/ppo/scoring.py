@@ -17,7 +17,8 @@ from transformers import PreTrainedTokenizerBase
 from ..data.records import is_messages
 from ..models.generation import left_pad
 from ..models.introspection import max_positions
-from .rollout import Rollout, ValueModel, chunked
+from . import microbatches
+from .rollout import Rollout, ValueModel
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -88,17 +89,21 @@ class RewardScorer:
 
     def _model_scores(self, rollout: Rollout, prompts: list, texts: list[str] | None) -> torch.Tensor:
         if not self._rendered(prompts):
-            ids, mask, last = rollout.input_ids, rollout.attention_mask, rollout.last_token_index
-        else:
-            ids, mask = self._render(rollout, prompts, texts)
-            ids, mask = ids.to(rollout.responses.device), mask.to(rollout.responses.device)
-            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
+            sequence = rollout.prompt_ids, rollout.prompt_mask, rollout.responses, rollout.response_mask
+        else:  # left-padded texts: a prompt part without a response part
+            ids, mask = (t.to(rollout.responses.device) for t in self._render(rollout, prompts, texts))
+            sequence = ids, mask, ids[:, :0], mask[:, :0]
+        prompt_ids, prompt_mask, response_ids, response_mask = sequence
+        last = prompt_mask.shape[1] + response_mask.sum(1) - 1  # each row's last real token
 
-        def score(ids_, mask_, last_):
-            return self.reward_model(ids_, mask_).gather(1, last_.unsqueeze(1)).squeeze(1).float()
+        def score(chunk):
+            ids, mask = chunk.sequences(prompt_ids, response_ids), chunk.sequences(prompt_mask, response_mask)
+            at = last[chunk.rows] - chunk.start
+            return self.reward_model(ids, mask).gather(1, at.unsqueeze(1)).squeeze(1).float()
 
         with self.reward_context():
-            return chunked(score, self.chunk_size, ids, mask, last)
+            parts = microbatches.chunks(prompt_mask, response_mask, self.chunk_size)
+            return microbatches.over_chunks(score, parts)
 
     def _render(self, rollout: Rollout, prompts: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Chat prompts: the reward model's chat template over prompt + assistant answer. Plain

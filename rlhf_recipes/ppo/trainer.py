@@ -35,6 +35,7 @@ from . import scoring
 from ..config.parsing import ConfigError
 from . import checkpoint
 from . import engines
+from . import microbatches
 from ..models.generation import left_pad, logprobs_from_logits, sample_responses, tokenize_prompts
 from ..models.introspection import max_positions
 from .callbacks import AdaptiveKLCallback, FixedKLCallback, KLCallback, PPOCallbackHandler, PtxCallback
@@ -534,7 +535,13 @@ class PPOTrainer:
 
     def _update(self, rollout: Rollout, experience: Experience) -> dict | None:
         """num_ppo_epochs x num_mini_batches optimizer steps; None if a gradient was non-finite
-        (that step and the rest of the update are skipped)."""
+        (that step and the rest of the update are skipped).
+
+        Each minibatch's rows are grouped by length into its microbatches (`microbatches`). The minibatch's
+        loss and per-token metrics are means over all of its response tokens: each microbatch's per-token
+        means are weighted by its share of them, times the accumulation steps that accelerate and DeepSpeed
+        divide by, so the gradients do not depend on how the rows are grouped. Extra actor losses (ptx) keep
+        equal weights per microbatch."""
         args, acc = self.args, self.accelerator
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self.state.global_step)
         batch = rollout.responses.shape[0]
@@ -544,18 +551,23 @@ class PPOTrainer:
         self.actor.train()
         self.critic.train()
         micro_step = 0
+        tokens = rollout.response_mask.sum(1)
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(batch, generator=generator).to(rollout.responses.device)
-            for start in range(0, batch, args.micro_batch_size):
-                rows = order[start : start + args.micro_batch_size]
-                # DeepSpeed engines count their own accumulation steps
-                with nullcontext() if self.zero_stage else acc.accumulate(self.actor, self.critic):
-                    terms = self._micro_losses(rollout, experience, rows, keep_only, micro_step, num_micro)
-                    for name, value in terms.items():
-                        stats.setdefault(name, []).append(value.detach())
-                    if not self._backward_and_step(terms):
-                        return None
-                micro_step += 1
+            for start in range(0, batch, args.mini_batch_size):
+                minibatch = order[start : start + args.mini_batch_size]
+                total = float(tokens[minibatch].sum())
+                for chunk in microbatches.chunks(rollout.prompt_mask, rollout.response_mask, args.micro_batch_size,
+                                                 minibatch):
+                    weight = args.gradient_accumulation_steps * float(tokens[chunk.rows].sum()) / total
+                    # DeepSpeed engines count their own accumulation steps
+                    with nullcontext() if self.zero_stage else acc.accumulate(self.actor, self.critic):
+                        terms = self._micro_losses(rollout, experience, chunk, weight, keep_only, micro_step, num_micro)
+                        for name, value in terms.items():
+                            stats.setdefault(name, []).append(value.detach())
+                        if not self._backward_and_step(terms):
+                            return None
+                    micro_step += 1
         return {name: torch.stack(values).mean() for name, values in stats.items() if "/" in name}
 
     def _backward_and_step(self, terms: dict) -> bool:
@@ -578,24 +590,24 @@ class PPOTrainer:
             self._update_ema()
         return ok
 
-    def _micro_losses(self, rollout, experience, rows, keep_only, micro_step, num_micro) -> dict:
+    def _micro_losses(self, rollout, experience, chunk, weight, keep_only, micro_step, num_micro) -> dict:
+        """Losses and metrics of one microbatch, its per-token means times `weight` (see `_update`)."""
         args = self.args
-        mask = rollout.response_mask[rows]
-        width = int(mask.sum(1).max())
-        first = int((rollout.prompt_mask[rows].sum(0) > 0).nonzero()[0])
-        mask = mask[:, :width].float()
-        responses = rollout.responses[rows, :width]
-        ids = torch.cat([rollout.prompt_ids[rows, first:], responses], dim=1)
-        attention = torch.cat([rollout.prompt_mask[rows, first:], rollout.response_mask[rows, :width]], dim=1)
+        width = chunk.response_width
+        mask = chunk.response(rollout.response_mask).float()
+        responses = chunk.response(rollout.responses)
+        ids = chunk.sequences(rollout.prompt_ids, rollout.responses)
+        attention = chunk.sequences(rollout.prompt_mask, rollout.response_mask)
         logits = response_logits(self.actor, ids, attention, width, keep_only).float() / args.temperature
         logprobs = logprobs_from_logits(logits, responses)
         values = self.critic(ids, attention)[:, -width - 1 : -1].float()
-        pg_loss, clipfrac, approxkl = policy_loss(
-            logprobs, rollout.logprobs[rows, :width], experience.advantages[rows, :width], mask, args.cliprange
-        )
-        vf_loss, vf_clipfrac = value_loss(
-            values, rollout.values[rows, :width], experience.returns[rows, :width], mask, args.cliprange_value
-        )
+        old_logprobs = chunk.response(rollout.logprobs)
+        pg_loss, clipfrac, approxkl = (weight * term for term in policy_loss(
+            logprobs, old_logprobs, chunk.response(experience.advantages), mask, args.cliprange
+        ))
+        vf_loss, vf_clipfrac = (weight * term for term in value_loss(
+            values, chunk.response(rollout.values), chunk.response(experience.returns), mask, args.cliprange_value
+        ))
         extra = self.callback_handler.compute_extra_actor_loss(
             args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
             process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
@@ -603,8 +615,8 @@ class PPOTrainer:
         actor_loss = pg_loss + sum(coef * term for coef, term in extra.values() if coef)
         critic_loss = args.vf_coef * vf_loss
         with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(logits), mask)
-            ratio = masked_mean(torch.exp(logprobs - rollout.logprobs[rows, :width]), mask)
+            entropy = weight * masked_mean(entropy_from_logits(logits), mask)
+            ratio = weight * masked_mean(torch.exp(logprobs - old_logprobs), mask)
         return {
             "loss": actor_loss + critic_loss,
             "actor_loss": actor_loss,
