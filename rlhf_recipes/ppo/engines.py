@@ -56,6 +56,30 @@ def prepare_frozen(accelerator: Accelerator, model):
     return engine.module
 
 
+def copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A trainable, independent copy of `model` (the reference from the policy, the critic from the reward
+    model). A model that `from_pretrained` built already partitioned (ZeRO-3 with `zero3_init_flag`) is
+    copied partitioned: `copy.deepcopy` alone would give empty tensors without DeepSpeed's attributes.
+    Each module's weights are gathered and partitioned again in turn, children before their parents, so
+    no rank ever holds more than one module's whole weights."""
+    if not any(hasattr(p, "ds_id") for p in model.parameters()):
+        return copy.deepcopy(model)
+    import deepspeed
+    from transformers.integrations import deepspeed_config
+
+    copied = copy.deepcopy(model)
+    source_of = {id(c): s for s, c in zip(model.parameters(), copied.parameters(), strict=True)}
+    for module in reversed(list(copied.modules())):
+        params = list(module.parameters(recurse=False))
+        if not params or all(hasattr(p, "ds_id") for p in params):
+            continue  # tied weights are partitioned with the first module that holds them
+        for param in params:
+            with deepspeed.zero.GatheredParameters([source_of[id(param)]]):
+                param.data = source_of[id(param)].data.clone()
+        deepspeed.zero.Init(module=module, config_dict_or_path=deepspeed_config(), mem_efficient_linear=False)
+    return copied
+
+
 def _parameter_offload(engine):
     """ZeRO-3's parameter manager of a training engine (it owns the per-module gather hooks)."""
     return engine.optimizer.parameter_offload

@@ -169,7 +169,7 @@ class PPOTrainer:
         value_model = self._critic_network(value_model, reward_model, value_peft_config)
         self.ref_model = ref_model
         if ref_model is None and not self.is_peft:
-            self.ref_model = copy.deepcopy(policy)
+            self.ref_model = engines.copy_model(policy)
         for module in (policy, self.ref_model, value_model, reward_model):
             if module is not None and args.disable_dropout:
                 _disable_dropout(module)
@@ -334,7 +334,7 @@ class PPOTrainer:
         reward model; with a `lora_config`, that model (else the reward model itself, no copy) with
         a LoRA adapter."""
         if lora_config is None:
-            return value_model if value_model is not None else copy.deepcopy(reward_model)
+            return value_model if value_model is not None else engines.copy_model(reward_model)
         critic = get_peft_model(value_model if value_model is not None else reward_model, lora_config)
         for param in critic.parameters():
             if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
