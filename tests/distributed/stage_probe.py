@@ -5,9 +5,9 @@
 STAGES_JSON is a list of [stage, argv] run in order through the stages' own `main(argv)`. Each
 trainer is caught when its `train()` starts; after every stage each rank writes
 PROBE_DIR/<stage>-rank<r>.json: world size and rank as the trainer's Accelerator saw them (and the
-local/node rank torchrun gave the process), the
-distributed type, the DeepSpeed ZeRO stage and offload of the engine actually used, the global
-step, and a checksum of the trained weights (equal on every rank when gradients were synchronised).
+local/node rank torchrun gave the process), the distributed type, the DeepSpeed ZeRO stage and offload
+of the engine actually used (PPO: also the critic's engine), the global step, and a checksum of the
+trained weights (equal on every rank when gradients were synchronised).
 Under ZeRO offload the optimizer stays the Trainer's torch AdamW and DeepSpeed's CPU collectives are
 torch.distributed's, so no DeepSpeed op is compiled (none needs a C++ compiler).
 """
@@ -54,7 +54,10 @@ def _checksum(module: torch.nn.Module) -> float:
 
 
 def _engine(trainer) -> dict:
-    wrapped = trainer.actor if isinstance(trainer, PPOTrainer) else trainer.model_wrapped
+    return _engine_of(trainer.actor if isinstance(trainer, PPOTrainer) else trainer.model_wrapped)
+
+
+def _engine_of(wrapped) -> dict:
     if type(wrapped).__name__ != "DeepSpeedEngine":
         return {"engine": type(wrapped).__name__}
     return {
@@ -86,6 +89,8 @@ def main() -> None:
         }
         if isinstance(trainer, PPOTrainer):
             record["world_batch_size"] = trainer.world_batch_size
+            record["critic_engine"] = {key: value for key, value in _engine_of(trainer.critic).items()
+                                       if key in ("engine", "zero_stage")}
         with open(os.path.join(probe_dir, f"{stage}-rank{acc.process_index}.json"), "w") as handle:
             json.dump(record, handle)
 

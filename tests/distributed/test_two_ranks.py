@@ -18,7 +18,7 @@ from subprocess import PIPE
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
@@ -114,6 +114,38 @@ def test_sft_with_the_deepspeed_zero3_offload_config_saves_whole_weights(tmp_pat
     assert not extensions.exists() or not any(extensions.iterdir()), "a DeepSpeed op was built"
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "sft", dtype=torch.float32)
     assert float(sum(p.abs().sum() for p in saved.parameters())) == pytest.approx(rank["checksum"], rel=1e-4)
+
+
+def _tiny_ppo(output_dir: Path) -> list:
+    """recipes/tiny/ppo.yaml as written (its data split, PPO-ptx monitoring), on random tiny models: the critic
+    is a copy of the reward model, the reference a copy of the policy (copied shard by shard under ZeRO-3)."""
+    return ["ppo", ["--config", "recipes/tiny/ppo.yaml", "--sft_model_path", "tiny:opt", "--reward_model_path",
+                    "tiny:opt", "--output_dir", str(output_dir), "--per_device_train_batch_size", "4",
+                    "--max_prompt_length", "64", "--response_length", "8", "--max_steps", "2", "--eval_strategy", "no",
+                    "--save_strategy", "no"]]
+
+
+def _check_ppo_recipe(config: str, stage: int, tmp_path: Path) -> None:
+    ranks = _launch(config, [_tiny_ppo(tmp_path / "ppo")], tmp_path / "probe")["ppo"]
+    for rank in ranks:
+        assert (rank["distributed_type"], rank["engine"], rank["zero_stage"]) == ("DEEPSPEED", "DeepSpeedEngine", stage)
+        assert rank["critic_engine"] == {"engine": "DeepSpeedEngine", "zero_stage": stage}
+    assert ranks[0]["world_batch_size"] == 8
+    saved, info = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo", dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+    checksum = float(sum(p.detach().abs().sum() for p in saved.parameters()))
+    assert checksum == pytest.approx(ranks[0]["checksum"], rel=1e-4)
+    _, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ppo" / "critic", output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+
+
+def test_ppo_recipe_zero2_trains_one_engine_per_model_and_saves_a_loadable_model(tmp_path):
+    _check_ppo_recipe("deepspeed_zero2.yaml", 2, tmp_path)
+
+
+def test_ppo_recipe_zero3_copies_the_zero_init_models_and_saves_a_loadable_model(tmp_path):
+    """zero3_init_flag: from_pretrained builds the models partitioned; the copied reference and critic must be too."""
+    _check_ppo_recipe("deepspeed_zero3.yaml", 3, tmp_path)
 
 
 def _launch_two_machines(config: str, stages: list, probe_dir: Path) -> dict[str, list[dict]]:
