@@ -131,7 +131,8 @@ def collect_rollout(
     """Sample responses with the KV cache (which also gives the policy's logprobs, log softmax of
     logits / temperature at the sampled tokens), mask everything after the first stop token, then
     one forward pass each for the reference logprobs (same temperature) and for the critic's values
-    V(s_t) = head output at the token before t. Both are 0 after each response (never read there).
+    V(s_t) = head output at the token before t. Neither is read after a response; past the longest
+    response of a chunk both are 0.
 
     `ref_context()` is entered around the reference pass; with LoRA it disables the adapter of
     `ref_policy`, which is then the policy itself. `sampling_context()` is entered once around all of
