@@ -169,6 +169,13 @@ def test_sft_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
     assert {(r["engine"], r["zero_stage"]) for r in ranks} == {("DeepSpeedEngine", 2)}
 
 
+def test_ppo_zero2_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
+    ranks = _launch_two_machines("multi_node.yaml", [_tiny_ppo(tmp_path / "ppo")], tmp_path / "probe")["ppo"]
+    assert {(r["engine"], r["zero_stage"]) for r in ranks} == {("DeepSpeedEngine", 2)}
+    assert {r["critic_engine"]["zero_stage"] for r in ranks} == {2}
+    assert ranks[0]["world_batch_size"] == 8
+
+
 def test_ppo_with_the_multi_node_ddp_config_as_two_machines_on_localhost(tmp_path):
     ppo = ["ppo", ["--config", "recipes/opt-1.3b/ppo.yaml", "--sft_model_path", "tiny:opt", "--reward_model_path",
                    "tiny:opt", "--output_dir", str(tmp_path / "ppo"), "--per_device_train_batch_size", "4",
