@@ -61,7 +61,7 @@ def chunks(
     return [Chunk.of(group, prompt_mask, response_mask) for group in length_grouped(rows, lengths, size)]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode, for ZeRO-3 (see rollout.collect_rollout)
 def over_chunks(fn: Callable[[Chunk], torch.Tensor], parts: list[Chunk], width: int | None = None) -> torch.Tensor:
     """`fn` on each chunk, its outputs put back at the chunk's rows: one value per row (`width` None),
     or one per response token (rows x `chunk.response_width`) in a B x `width` tensor that holds 0 after

@@ -115,7 +115,9 @@ class Rollout:
         return self.prompt_ids.shape[1] + self.response_mask.sum(1) - 1
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: ZeRO-3 frees a gathered weight by giving it a new empty tensor, which inference
+# mode would make an inference tensor, and peft then cannot re-enable a LoRA weight's requires_grad
+@torch.no_grad()
 def collect_rollout(
     indices: list[int],
     prompt_ids: torch.Tensor,

@@ -18,6 +18,7 @@ from subprocess import PIPE
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -167,6 +168,22 @@ def _launch_two_machines(config: str, stages: list, probe_dir: Path) -> dict[str
 def test_sft_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
     ranks = _launch_two_machines("multi_node.yaml", [_sft(tmp_path / "sft")], tmp_path / "probe")["sft"]
     assert {(r["engine"], r["zero_stage"]) for r in ranks} == {("DeepSpeedEngine", 2)}
+
+
+@pytest.mark.parametrize(("config", "stage"), [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3)])
+def test_ppo_recipe_zero_lora_actor_lora_critic_and_ptx(tmp_path, config, stage):
+    """LoRA actor (reference = adapter disabled), LoRA critic sharing the reward model's weights, PPO-ptx."""
+    stages = [_tiny_ppo(tmp_path / "ppo")]
+    stages[0][1] += ["--use_peft", "true", "--critic_use_peft", "true", "--lora_r", "4", "--ptx_coef", "0.5"]
+    ranks = _launch(config, stages, tmp_path / "probe")["ppo"]
+    assert {(r["zero_stage"], r["critic_engine"]["zero_stage"]) for r in ranks} == {(stage, stage)}
+    log = [json.loads(line) for line in (tmp_path / "ppo" / "ppo_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2] and all(row["loss/ptx"] > 0 for row in log)
+    actor = load_file(tmp_path / "ppo" / "adapter_model.safetensors")
+    assert float(sum(w.abs().sum() for w in actor.values())) == pytest.approx(ranks[0]["checksum"], rel=1e-4)
+    critic = load_file(tmp_path / "ppo" / "critic" / "adapter_model.safetensors")
+    assert any(name.endswith("score.weight") and w.numel() > 0 for name, w in critic.items()), sorted(critic)
+    assert all(w.numel() > 0 for w in [*actor.values(), *critic.values()]), "a ZeRO-3 shard was saved ungathered"
 
 
 def test_ppo_zero2_with_the_multi_node_config_as_two_machines_on_localhost(tmp_path):
