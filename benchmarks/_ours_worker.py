@@ -2,7 +2,8 @@
 
 Usage: _ours_worker.py SPEC_JSON OUT_JSON
 Same workload and settings as `_trl111_worker.py`. Settings where our defaults differ from
-TRL 1.11's are set to TRL's behaviour: no stop token, no reward clipping, no sample tables.
+TRL 1.11's are set to TRL's behaviour: the spec's stop token (none in ppo_vs_trl.py), no reward clipping,
+no sample tables, prompts kept whole up to the spec's max_prompt_length.
 Gradient clipping, which TRL 1.11 skips whatever its max_grad_norm says, is the spec's
 `max_grad_norm` (ppo_vs_trl.py --ours-max-grad-norm; 0 = no clipping, like TRL).
 """
@@ -17,6 +18,7 @@ import transformers
 from datasets import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _position_count import PositionCounter  # noqa: E402
 from _ppo_bench_common import UpdateTimer, load_workload, write_json  # noqa: E402
 
 from rlhf_recipes.ppo import PPOConfig, PPOTrainer  # noqa: E402
@@ -28,18 +30,20 @@ def main(spec_path: str, out_path: str) -> None:
     torch.manual_seed(spec["seed"])
     tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
     timer = UpdateTimer(policy)
+    positions = PositionCounter(policy=policy, ref=ref, value=value, reward=reward)
     with tempfile.TemporaryDirectory() as output_dir:
         args = PPOConfig(
             output_dir=output_dir,
             use_cpu=True,
             seed=spec["seed"],
             per_device_train_batch_size=spec["batch_size"],
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=spec.get("gradient_accumulation_steps", 1),
             num_mini_batches=spec["num_mini_batches"],
             num_ppo_epochs=spec["num_ppo_epochs"],
             total_episodes=spec["updates"] * spec["batch_size"],
-            local_rollout_forward_batch_size=spec["batch_size"],
+            local_rollout_forward_batch_size=spec.get("local_rollout_forward_batch_size", spec["batch_size"]),
             response_length=spec["response_length"],
+            max_prompt_length=spec.get("max_prompt_length", 256),
             temperature=spec["temperature"],
             learning_rate=spec["learning_rate"],
             lr_scheduler_type="constant",
@@ -51,7 +55,7 @@ def main(spec_path: str, out_path: str) -> None:
             gamma=spec["gamma"],
             lam=spec["lam"],
             max_grad_norm=spec["max_grad_norm"],
-            stop_token=None,
+            stop_token=spec.get("stop_token"),
             missing_eos_penalty=None,
             reward_clip=None,
             sample_every=0,
@@ -78,6 +82,7 @@ def main(spec_path: str, out_path: str) -> None:
             **timer.result(),
             "reward": [log["objective/scores"] for log in logs],
             "kl": [log["objective/kl"] for log in logs],
+            "positions": positions.result(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         },
     )

@@ -75,14 +75,17 @@ class DigitReward(nn.Module):
 
 
 def load_workload(workdir: Path):
-    """Tokenizer, policy, reference, value model, digit reward and prompt rows ({"prompt", "input_ids"})
-    written by `ppo_vs_trl.py`."""
+    """Tokenizer, policy, reference, value model, reward and prompt rows ({"prompt", "input_ids"}) written by
+    `ppo_vs_trl.py` (reward: `DigitReward`) or `ppo_vs_trl_real.py` (reward: the model in workdir/reward)."""
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tokenizer")
     tokenizer.padding_side = "left"  # prompts are left-padded for generation; not kept by save_pretrained
     policy = AutoModelForCausalLM.from_pretrained(workdir / "policy")
     ref = AutoModelForCausalLM.from_pretrained(workdir / "policy")
     value = AutoModelForSequenceClassification.from_pretrained(workdir / "value")
-    reward = DigitReward(tokenizer.convert_tokens_to_ids(list(DIGITS)))
+    if (workdir / "reward").is_dir():
+        reward = AutoModelForSequenceClassification.from_pretrained(workdir / "reward")
+    else:
+        reward = DigitReward(tokenizer.convert_tokens_to_ids(list(DIGITS)))
     prompts = [json.loads(line) for line in (workdir / "prompts.jsonl").read_text().splitlines()]
     return tokenizer, policy, ref, value, reward, prompts
 

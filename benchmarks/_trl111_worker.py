@@ -17,6 +17,7 @@ import torch
 from datasets import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _position_count import PositionCounter  # noqa: E402
 from _ppo_bench_common import UpdateTimer, load_workload, write_json  # noqa: E402
 
 import trl  # noqa: E402
@@ -41,17 +42,18 @@ def main(spec_path: str, out_path: str) -> None:
     torch.manual_seed(spec["seed"])
     tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
     timer = UpdateTimer(policy)
+    positions = PositionCounter(policy=policy, ref=ref, value=value, reward=reward)
     with tempfile.TemporaryDirectory() as output_dir:
         args = PPOConfig(
             output_dir=output_dir,
             use_cpu=True,
             seed=spec["seed"],
             per_device_train_batch_size=spec["batch_size"],
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=spec.get("gradient_accumulation_steps", 1),
             num_mini_batches=spec["num_mini_batches"],
             num_ppo_epochs=spec["num_ppo_epochs"],
             total_episodes=spec["updates"] * spec["batch_size"],
-            local_rollout_forward_batch_size=spec["batch_size"],
+            local_rollout_forward_batch_size=spec.get("local_rollout_forward_batch_size", spec["batch_size"]),
             response_length=spec["response_length"],
             temperature=spec["temperature"],
             learning_rate=spec["learning_rate"],
@@ -63,7 +65,7 @@ def main(spec_path: str, out_path: str) -> None:
             vf_coef=spec["vf_coef"],
             gamma=spec["gamma"],
             lam=spec["lam"],
-            stop_token=None,
+            stop_token=spec.get("stop_token"),
             missing_eos_penalty=None,
             num_sample_generations=0,
             logging_steps=1,
@@ -93,6 +95,7 @@ def main(spec_path: str, out_path: str) -> None:
             **timer.result(),
             "reward": [log["objective/scores"] for log in logs],
             "kl": [log["objective/kl"] for log in logs],
+            "positions": positions.result(),
             "versions": {"trl": trl.__version__, "torch": torch.__version__},
         },
     )

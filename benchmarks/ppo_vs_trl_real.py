@@ -1,0 +1,191 @@
+"""PPO on real lengths: rlhf_recipes.ppo.PPOTrainer vs trl 1.11's experimental PPOTrainer (issue 16, item 1).
+
+The workload `ppo_vs_trl.py` measures has prompts of one length and no stop token, so both trainers must do
+the same arithmetic. Here the lengths are real:
+- policy and reference: SmolLM2-135M-Instruct (the `smollm2-135m-instruct` alias, converted once by
+  `rlhf_recipes.models.gguf`), its real tokenizer and chat template; responses of up to `--response_length`
+  tokens (default 128) that stop at `<|im_end|>` (its EOS) on both sides;
+- value and reward model: SmolLM2-135M-Instruct with a one-label sequence-classification head (the same
+  size as the policy; `--reward_model DIR` scores with a trained one instead, e.g. the reward stage of
+  `benchmarks/smollm2_hh.py`);
+- prompts: the conversations of ../shared/data/hh_rlhf_helpful_base_test_sample.jsonl up to their last
+  assistant turn, through the chat template with the generation prompt, at their real lengths (those longer
+  than `--max_prompt_length` tokens are left out, so neither trainer truncates).
+Both sides get the same settings (batch, minibatches, gradient accumulation, rollout chunk, epochs, learning
+rate, KL, temperature, stop token), the same prompt token ids and the same weights from disk, as in
+`ppo_vs_trl.py`, whose runner, timing and summary this script reuses (seeds = repeats, variant order rotated).
+
+Besides time per update, each run records the share of computed token positions that are real tokens
+(`_position_count.py`): over every forward pass after sampling (reference, values, reward, PPO epochs), the
+rows x columns each pass computes and how many of them are prompt or response tokens rather than padding.
+
+Usage: python benchmarks/ppo_vs_trl_real.py [--variants ours trl_gc_neutralised] [--repeats 3] [--updates 12]
+           [--warmup 2] [--batch_size 16] [--response_length 128] [--tag X]
+Writes benchmarks/results/ppo_vs_trl_real<tag>.json and .md. Needs benchmarks/.venv-trl111 for the trl
+variants (`bash benchmarks/setup_trl111.sh`). One update of SmolLM2 at batch 16 takes tens of seconds on a
+CPU: a quick check of the harness is `--variants ours --repeats 1 --updates 2 --warmup 1 --batch_size 4
+--response_length 16 --tag _dryrun`.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+import ppo_vs_trl as base
+from rlhf_recipes.data.adapters import DropRow, hh_rlhf
+from rlhf_recipes.models.gguf import resolve_model_path
+
+HH_TEST = base.HERE.parent.parent / "shared" / "data" / "hh_rlhf_helpful_base_test_sample.jsonl"
+VARIANTS = ("ours", "trl_gc_neutralised", "trl_shipped")
+
+
+def hh_prompts(tokenizer, max_prompt_length: int) -> list[dict]:
+    """HH-RLHF prompts through the chat template: rows {"prompt": text, "input_ids"}, none over the cap."""
+    rows = []
+    for line in HH_TEST.read_text(encoding="utf-8").splitlines():
+        try:
+            messages = hh_rlhf(json.loads(line))["prompt"]
+        except DropRow:
+            continue
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text)["input_ids"]  # as our trainer tokenizes a text prompt
+        if len(ids) <= max_prompt_length:
+            rows.append({"prompt": text, "input_ids": ids})
+    return rows
+
+
+def prepare_workload(workdir: Path, reward_model: str | None, max_prompt_length: int, seed: int = 0) -> dict:
+    """The policy, value and reward models, tokenizer and prompts in workdir, as `load_workload` reads them;
+    returns the prompt lengths' summary."""
+    source = resolve_model_path("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.save_pretrained(workdir / "tokenizer")
+    AutoModelForCausalLM.from_pretrained(source).save_pretrained(workdir / "policy")
+    torch.manual_seed(seed)
+    for name, path in (("value", source), ("reward", reward_model or source)):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(workdir / name)
+    rows = hh_prompts(tokenizer, max_prompt_length)
+    (workdir / "prompts.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    lengths = sorted(len(row["input_ids"]) for row in rows)
+    return {"prompts": len(rows), "median_tokens": statistics.median(lengths), "min": lengths[0], "max": lengths[-1]}
+
+
+def position_shares(runs: list[dict]) -> dict:
+    """Real-token share of computed positions, pooled over a variant's repeats, per model and in total."""
+    names = runs[0]["positions"].keys()
+    pooled = {name: {key: sum(r["positions"][name][key] for r in runs) for key in ("positions", "real")}
+              for name in names}
+    return {name: {**c, "real_share": c["real"] / c["positions"] if c["positions"] else None}
+            for name, c in pooled.items()}
+
+
+def run(args) -> dict:
+    settings = dict(base.PPO_SETTINGS, batch_size=args.batch_size, stop_token="eos",
+                    gradient_accumulation_steps=args.gradient_accumulation_steps,
+                    local_rollout_forward_batch_size=args.local_rollout_forward_batch_size,
+                    max_prompt_length=args.max_prompt_length)
+    with tempfile.TemporaryDirectory(prefix="ppo-bench-real-") as tmp:
+        scratch = Path(tmp)
+        prompts = prepare_workload(scratch / "workload", args.reward_model, args.max_prompt_length)
+        print(f"== real: {prompts}", flush=True)
+        runs = {variant: [] for variant in args.variants}
+        for repeat in range(args.repeats):
+            order = args.variants[repeat % len(args.variants) :] + args.variants[: repeat % len(args.variants)]
+            for variant in order:
+                spec = dict(settings, workdir=str(scratch / "workload"), response_length=args.response_length,
+                            updates=args.updates, seed=repeat, threads=args.threads, max_grad_norm=args.max_grad_norm)
+                result = base.run_variant(variant, spec, scratch)
+                runs[variant].append(result)
+                seconds = statistics.median(result["update_seconds"][args.warmup :])
+                share = result["positions"]["total"]["real_share"]
+                print(f"  repeat {repeat} {variant:>19}: median {seconds:.2f} s/update, real-token share {share:.3f}",
+                      flush=True)
+    tokens = args.batch_size * args.response_length
+    summary = {
+        variant: {**base.summarise(variant_runs, args.warmup, tokens), "positions": position_shares(variant_runs)}
+        for variant, variant_runs in runs.items()
+    }
+    ours_over = base.ratios(summary, "ours", base.TRL_VARIANTS)
+    return {
+        # with a trl variant: versions of both venvs; the CPU model and git state always
+        "environment": base.environment() if any(v.startswith("trl") for v in args.variants) else {
+            "machine": cpu_model(), "git": base.git_state()},
+        "settings": {**settings, "response_length": args.response_length, "updates": args.updates,
+                     "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
+                     "ours_max_grad_norm": args.max_grad_norm, "reward_model": args.reward_model or "untrained head"},
+        "prompts": prompts,
+        "variants": summary,
+        "ours_over": {
+            baseline: {"ratio_wall": r["seconds_per_update"], "ratio_cpu": r["cpu_seconds_per_update"]}
+            for baseline, r in ours_over.items()
+        },
+        "runs": runs,
+    }
+
+
+def cpu_model() -> str:
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# PPO on real lengths: rlhf_recipes vs trl 1.11 (SmolLM2-135M-Instruct, HH-RLHF prompts)",
+        "",
+        f"{results['environment']['machine']} · git {results['environment']['git']['head']}",
+        "",
+        f"Settings (both): {json.dumps(results['settings'])}",
+        f"Prompts: {json.dumps(results['prompts'])}",
+        "",
+        "| variant | wall s/update | CPU s/update | real-token share (all passes after sampling) | "
+        "policy | ref | value | reward | final reward (last 10) | ours / this (wall; CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, v in results["variants"].items():
+        shares = {name: c["real_share"] for name, c in v["positions"].items()}
+        ratio = results["ours_over"].get(variant)
+        lines.append(
+            f"| {variant} | {v['seconds_per_update']:.2f} | {v['cpu_seconds_per_update']:.2f} | "
+            f"{shares['total']:.3f} | " + " | ".join(
+                "-" if shares.get(n) is None else f"{shares[n]:.3f}" for n in ("policy", "ref", "value", "reward"))
+            + f" | {v.get('final_reward', float('nan')):.3f} | "
+            + (f"{ratio['ratio_wall']:.2f}x; {ratio['ratio_cpu']:.2f}x" if ratio else "") + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--updates", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=2,
+                        help="microbatches per minibatch, both sides (memory; ours groups rows by length across them)")
+    parser.add_argument("--local_rollout_forward_batch_size", type=int, default=4,
+                        help="rows per no-grad pass after sampling, both sides")
+    parser.add_argument("--response_length", type=int, default=128)
+    parser.add_argument("--max_prompt_length", type=int, default=256)
+    parser.add_argument("--reward_model", default=None, help="a trained SmolLM2-135M reward model directory")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="ours; trl 1.11 never clips")
+    parser.add_argument("--results-dir", type=Path, default=base.HERE / "results")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    if not base.TRL_PYTHON.exists() and any(v.startswith("trl") for v in args.variants):
+        sys.exit(f"{base.TRL_PYTHON} missing: run `bash benchmarks/setup_trl111.sh` first.")
+    results = run(args)
+    base.write_results(args.results_dir, f"ppo_vs_trl_real{args.tag}", results, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
