@@ -28,7 +28,7 @@ class PositionCounter:
             if kwargs.get("use_cache") is True or any(kwargs.get(k) is not None for k in ("past_key_values", "cache")):
                 return
             ids = kwargs.get("input_ids", args[0] if args else None)
-            mask = kwargs.get("attention_mask")
+            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
             if ids is None:
                 return
             self.counts[name]["positions"] += ids.numel()
