@@ -1,12 +1,15 @@
 """Less padded work in PPO's passes: rows grouped by length into chunks, each cut to its real columns.
 
-Sequences are [left-padded prompt | response padded on the right] (`rollout`). A set of rows needs only the
-columns from the first token of its longest prompt to the last token of its longest response: every other
-column is padding in all of its rows. Attention ignores padding and positions count real tokens only
-(`position_ids_from`), so what a row computes at its real tokens does not depend on the all-pad columns
-around it: cutting them removes work, not information. Grouping rows of similar length into the same chunk
-keeps those columns few: with HH-RLHF's prompts (tens to hundreds of tokens) and chat answers that stop
-early, random chunks are about half padding (../shared/FIELD_NOTES.md, "real HH lengths").
+Sequences are [left-padded prompt | response padded on the right] (`rollout`). A chunk lays its rows out as
+left-padded sequences instead: each row's prompt and response move right until the response ends in the last
+column (the row's padding after its response wraps round to the left), and only the columns from the start of
+its longest sequence on are kept. Attention ignores padding and positions count real tokens only
+(`position_ids_from`), so what a row computes at its real tokens does not change: the chunk removes work, not
+information. Its rows x max(prompt + response) positions are then close to its real tokens when its rows have
+similar total lengths, which grouping by length gives: with HH-RLHF's prompts (tens to hundreds of tokens) and
+chat answers that stop early, random chunks kept in the batch's layout are about half padding
+(../shared/FIELD_NOTES.md, "real HH lengths"). Per-response-token tensors (B x R, each response from column 0)
+are read with `Chunk.response` in the chunk's layout and written back by `over_chunks`.
 """
 
 from collections.abc import Callable
@@ -26,28 +29,38 @@ def length_grouped(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> list
 
 @dataclass(frozen=True)
 class Chunk:
-    """Some rows of a batch and the columns that hold their real tokens: prompt columns from `start`
-    on, response columns up to `response_width` (their longest response)."""
+    """Some rows of a batch, each moved `shift` columns right (its response then ends in the chunk's last
+    column), the columns from `start` on of [prompt | first `response_width` response columns] kept."""
 
     rows: torch.Tensor
+    shift: torch.Tensor
     start: int
     response_width: int
 
     @classmethod
     def of(cls, rows: torch.Tensor, prompt_mask: torch.Tensor, response_mask: torch.Tensor) -> "Chunk":
-        has_token = prompt_mask[rows].any(0)
-        start = int(has_token.int().argmax()) if has_token.any() else prompt_mask.shape[1]
-        return cls(rows, start, int(response_mask[rows].sum(1).max()))
+        response_lengths = response_mask[rows].sum(1)
+        width = int(response_lengths.max())
+        longest = int((prompt_mask[rows].sum(1) + response_lengths).max())
+        return cls(rows, width - response_lengths, prompt_mask.shape[1] + width - longest, width)
 
-    def prompt(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor[self.rows, self.start :]
+    def _rolled(self, tensor: torch.Tensor, sign: int) -> torch.Tensor:
+        """Each row of a rows x C tensor rolled right (sign 1) or left (sign -1) by its shift."""
+        columns = torch.arange(tensor.shape[1], device=tensor.device)
+        return tensor.gather(1, (columns - sign * self.shift.unsqueeze(1)) % tensor.shape[1])
 
     def response(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor[self.rows, : self.response_width]
+        """The chunk's rows of a B x R per-response-token tensor, in the chunk's layout."""
+        return self._rolled(tensor[self.rows, : self.response_width], 1)
 
     def sequences(self, prompt_part: torch.Tensor, response_part: torch.Tensor) -> torch.Tensor:
-        """The chunk's rows of [prompt | response] (ids or mask), cut to its real columns."""
-        return torch.cat([self.prompt(prompt_part), self.response(response_part)], dim=1)
+        """The chunk's rows of [prompt | response] (ids or mask), left-padded, cut to their real columns."""
+        whole = torch.cat([prompt_part[self.rows], response_part[self.rows, : self.response_width]], dim=1)
+        return self._rolled(whole, 1)[:, self.start :]
+
+    def unshifted(self, output: torch.Tensor) -> torch.Tensor:
+        """A rows x response_width output in the chunk's layout, each response from column 0 again."""
+        return self._rolled(output, -1)
 
 
 def chunks(
@@ -64,8 +77,8 @@ def chunks(
 @torch.no_grad()  # not inference_mode, for ZeRO-3 (see rollout.collect_rollout)
 def over_chunks(fn: Callable[[Chunk], torch.Tensor], parts: list[Chunk], width: int | None = None) -> torch.Tensor:
     """`fn` on each chunk, its outputs put back at the chunk's rows: one value per row (`width` None),
-    or one per response token (rows x `chunk.response_width`) in a B x `width` tensor that holds 0 after
-    each chunk's responses. The chunks must cover rows 0 .. B-1."""
+    or one per response token (rows x `chunk.response_width`, in the chunk's layout) in a B x `width` tensor
+    whose responses start at column 0, 0 past each chunk's longest response. The chunks must cover rows 0 .. B-1."""
     outputs = [fn(chunk) for chunk in parts]
     batch = sum(len(chunk.rows) for chunk in parts)
     result = outputs[0].new_zeros((batch,) if width is None else (batch, width))
@@ -73,5 +86,5 @@ def over_chunks(fn: Callable[[Chunk], torch.Tensor], parts: list[Chunk], width: 
         if width is None:
             result[chunk.rows] = output
         else:
-            result[chunk.rows, : output.shape[1]] = output
+            result[chunk.rows, : output.shape[1]] = chunk.unshifted(output)
     return result

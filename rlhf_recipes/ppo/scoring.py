@@ -94,12 +94,10 @@ class RewardScorer:
             ids, mask = (t.to(rollout.responses.device) for t in self._render(rollout, prompts, texts))
             sequence = ids, mask, ids[:, :0], mask[:, :0]
         prompt_ids, prompt_mask, response_ids, response_mask = sequence
-        last = prompt_mask.shape[1] + response_mask.sum(1) - 1  # each row's last real token
 
-        def score(chunk):
+        def score(chunk):  # every row of a chunk ends in its last column
             ids, mask = chunk.sequences(prompt_ids, response_ids), chunk.sequences(prompt_mask, response_mask)
-            at = last[chunk.rows] - chunk.start
-            return self.reward_model(ids, mask).gather(1, at.unsqueeze(1)).squeeze(1).float()
+            return self.reward_model(ids, mask)[:, -1].float()
 
         with self.reward_context():
             parts = microbatches.chunks(prompt_mask, response_mask, self.chunk_size)

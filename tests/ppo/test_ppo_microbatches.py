@@ -55,8 +55,14 @@ def test_a_chunk_keeps_every_real_token_and_only_grouping_shrinks_the_computed_p
             whole_ids = torch.cat([prompt_ids[row], responses[row]])
             whole_mask = torch.cat([prompt_mask[row], response_mask[row]])
             assert cut_ids[cut_mask.bool()].tolist() == whole_ids[whole_mask.bool()].tolist()
-        assert mask[:, 0].any() and mask[:, -1].any()  # no column that is padding in every row
-        assert mask.shape[1] == prompt_mask.shape[1] - chunk.start + chunk.response_width
+        # left-padded: every row ends in the last column, and the longest one fills the chunk
+        assert mask[:, -1].all() and mask.shape[1] == int(mask.sum(1).max())
+        assert (mask.cumsum(1) == torch.arange(1, mask.shape[1] + 1) - (mask.shape[1] - mask.sum(1, keepdim=True))
+                ).logical_or(mask == 0).all()
+        # per-response-token tensors in the same layout: the response columns of the cut sequences
+        real = chunk.response(response_mask).bool()
+        assert real.sum(1).tolist() == response_mask[chunk.rows].sum(1).tolist()
+        assert chunk.response(responses)[real].tolist() == ids[:, -chunk.response_width :][real].tolist()
     computed = sum(c.sequences(prompt_mask, response_mask).numel() for c in parts)
     rows = torch.arange(len(PROMPT_LENGTHS))
     ungrouped = sum(microbatches.Chunk.of(r, prompt_mask, response_mask).sequences(prompt_mask, response_mask).numel()
