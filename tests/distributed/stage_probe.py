@@ -93,6 +93,7 @@ def main() -> None:
                                        if key in ("engine", "zero_stage")}
         with open(os.path.join(probe_dir, f"{stage}-rank{acc.process_index}.json"), "w") as handle:
             json.dump(record, handle)
+    caught[-1].accelerator.end_training()  # a process group left to shutdown can abort a rank after its work
 
 
 if __name__ == "__main__":

@@ -98,3 +98,6 @@ record = {
 }
 with open(os.path.join(output_dir, f"rank{acc.process_index}.json"), "w") as handle:
     json.dump(record, handle)
+# a process group left to interpreter shutdown sometimes aborts the rank ("terminate called without an active
+# exception") after all work is done
+acc.end_training()
