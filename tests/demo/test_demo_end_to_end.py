@@ -2,6 +2,7 @@
 own code, SFT checkpoint selection, held-out evaluation, the report; then a re-run that skips
 every finished step, the report rebuilt from the run dir alone, and `generate` on the PPO model."""
 
+import base64
 import copy
 import json
 
@@ -58,8 +59,10 @@ def test_shrunken_demo_end_to_end(tmp_path, capsys):
     html = (run_dir / "report.html").read_text()
     for text in ("hard-subset acc", "SFT checkpoint selection", "Reward model", "Wall time per stage", "trl"):
         assert text in html
-    for png in ("pretrain", "sft", "reward", "ppo", "metrics"):
-        assert (run_dir / "plots" / f"{png}.png").is_file() and f"plots/{png}.png" in html
+    for png in ("pretrain", "sft", "reward", "ppo", "metrics"):  # written beside report.md, embedded in the HTML
+        image = run_dir / "plots" / f"{png}.png"
+        assert image.is_file() and base64.b64encode(image.read_bytes()).decode("ascii") in html
+    assert "plots/" not in html
 
     run_pipeline(spec_from_dict(_shrunken(str(tmp_path / "demo"))))
     info = json.loads((run_dir / "run_info.json").read_text())
