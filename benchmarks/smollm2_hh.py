@@ -10,7 +10,7 @@ peak RSS, the load average before and after, and the trainer's own runtime per o
 recorded in <work_dir>/stages.json is not run again, so the stages can be run one invocation at a time.
 
 - `eval_rm`: the reward model's pair accuracy on the 400 held-out pairs of hh_rlhf_helpful_base_test_sample.jsonl,
-  with a Wilson 95% interval, and the accuracy of "the longer answer wins" on the same pairs for comparison.
+  with a Wilson 95% interval, and the accuracy of "the longer answer wins" on all 400 pairs for comparison.
 - `ppo_ptx`: the same PPO run with `--ptx_coef` and the SFT demonstrations as ptx texts (equal PPO budget).
 - `evaluate` (in this process): on held-out prompts of the test sample, each policy (SFT, PPO, PPO-ptx) samples at
   the PPO temperature; the reward model's mean score, the score PPO optimises (minus missing_eos_penalty for an
@@ -230,7 +230,7 @@ def markdown(result: dict) -> str:
         acc = result["reward_accuracy"]
         lines += ["", f"Reward model, held-out pairs: accuracy {acc['accuracy']:.1%} of {acc['num_pairs']} "
                   f"(Wilson 95% {acc['wilson95'][0]:.1%}-{acc['wilson95'][1]:.1%}; {acc['num_skipped']} skipped); "
-                  f"'the longer answer wins' on the same pairs: {acc['longer_answer_wins_accuracy']:.1%}."]
+                  f"'the longer answer wins' on all 400 pairs: {acc['longer_answer_wins_accuracy']:.1%}."]
     evaluation = result.get("evaluation")
     if evaluation:
         keys = ("rm_score", "ppo_objective", "kl_to_sft", "length_tokens", "eos_rate", "lm_loss_chat", "lm_loss_raw")
