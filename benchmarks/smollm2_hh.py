@@ -184,7 +184,6 @@ def evaluate(work: Path, num_prompts: int, num_texts: int) -> dict:
                 "ppo_ptx": work / "ppo_ptx"}
     policies = {name: path for name, path in policies.items() if Path(path).joinpath("config.json").exists()}
     sft = load(policies["sft"])
-    sft_logprobs = {}
     rows, probes = {}, {}
     for name, path in policies.items():
         start, cpu = time.time(), time.process_time()
