@@ -271,6 +271,9 @@ def main() -> None:
         record = timed(stage_argv(name, work, args.ptx_coef, args.rm_eval_max_length))
         if name in ("sft", "reward", "ppo", "ppo_ptx"):
             record["trainer"] = trainer_runtime(work / name)
+        # Re-read: independent stages (sft and reward, ppo and ppo_ptx) may run in parallel invocations.
+        if state_path.exists():
+            state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k not in ("cpu", "command")})
         state["stages"][name] = record
         if name == "eval_rm":
             state["reward_accuracy"] = reward_accuracy(work)

