@@ -22,6 +22,7 @@ from _position_count import PositionCounter  # noqa: E402
 from _ppo_bench_common import UpdateTimer, load_workload, write_json  # noqa: E402
 
 from rlhf_recipes.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from rlhf_recipes.ppo import rollout as rollout_module  # noqa: E402
 
 
 def main(spec_path: str, out_path: str) -> None:
@@ -30,6 +31,7 @@ def main(spec_path: str, out_path: str) -> None:
     torch.manual_seed(spec["seed"])
     tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
     timer = UpdateTimer(policy)
+    timer.time_sampling(rollout_module, "sample_responses")  # our KV-cache sampler, not policy.generate
     positions = PositionCounter(policy=policy, ref=ref, value=value, reward=reward)
     with tempfile.TemporaryDirectory() as output_dir:
         args = PPOConfig(

@@ -1,6 +1,6 @@
 """How much of a PPO trainer's model work falls on real tokens; imported by both workers (project and trl 1.11 venvs).
 
-`PositionCounter` hooks the backbone of each model (policy, reference, value, reward) and adds up, over every
+`PositionCounter` hooks the decoder stack of each model (policy, reference, value, reward) and adds up, over every
 forward pass outside sampling, the token positions the pass computes (rows x columns of its input) and the real
 ones among them (1 in the attention mask the trainer passes). Sampling is left out (passes that carry or build a
 KV cache): both trainers run it on the same rows until the last one stops, and trimming concerns the passes
@@ -17,7 +17,9 @@ class PositionCounter:
         self.counts = {name: {"positions": 0, "real": 0} for name in models}
         self._seen = set()
         for name, model in models.items():
-            backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+            # the decoder stack: OPT's causal LM calls `model.decoder` directly, not its base model
+            get_decoder = getattr(model, "get_decoder", None)
+            backbone = get_decoder() if get_decoder else getattr(model, getattr(model, "base_model_prefix", ""), None)
             if backbone is None or id(backbone) in self._seen:  # a parameter-free reward, or a shared module
                 continue
             self._seen.add(id(backbone))

@@ -91,33 +91,49 @@ def load_workload(workdir: Path):
 
 
 class UpdateTimer(TrainerCallback):
-    """Timestamps every PPO update (`on_step_end`) and the time spent inside `policy.generate`.
+    """Timestamps every PPO update (`on_step_end`) and splits it into sampling, rollout passes and training.
 
     The seconds of update k are the gap between the ends of updates k-1 and k, so everything a
     trainer does per update (generation, scoring, optimisation, logging, its `gc.collect()`
     calls) is counted. Both wall time and this process's CPU time are recorded: on a shared
     machine other processes stretch the wall time, while the CPU time of a single-threaded run
-    barely moves. The generation (wall) time is accumulated by wrapping `generate` on the
-    policy instance.
+    barely moves. Within an update:
+    - sampling: time inside `policy.generate` (TRL), or inside the function given to `time_sampling`
+      (ours samples with its own KV-cache loop);
+    - training: from the first forward pass of the policy with gradients on (the first PPO microbatch) to
+      the end of the update: PPO epochs, optimizer steps, logging;
+    - rollout passes: the rest (reference, value and reward passes, advantages; update minus the two above).
     """
 
     def __init__(self, policy):
         self.step_ends: list[float] = []
         self.step_end_cpu: list[float] = []
-        self.generate_seconds_at_step_end: list[float] = []
         self.logs: list[dict] = []
-        self._generate_seconds = 0.0
+        self._sampling = {"wall": 0.0, "cpu": 0.0}
+        self.sampling_at_step_end: list[dict] = []
+        self.training_starts: list[tuple[float, float] | None] = []
+        self._training_start = None
         self._start = self._start_cpu = None
-        inner = policy.generate
+        self.time_sampling(policy, "generate")
+        policy.register_forward_pre_hook(self._mark_training)
 
-        def timed_generate(*args, **kwargs):
-            start = time.perf_counter()
+    def time_sampling(self, owner, name: str) -> None:
+        """Count the time spent inside `owner.<name>(...)` as sampling."""
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self._generate_seconds += time.perf_counter() - start
+                self._sampling["wall"] += time.perf_counter() - wall
+                self._sampling["cpu"] += time.process_time() - cpu
 
-        policy.generate = timed_generate
+        setattr(owner, name, timed)
+
+    def _mark_training(self, module, args):
+        if torch.is_grad_enabled() and self._training_start is None:
+            self._training_start = (time.perf_counter(), time.process_time())
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start, self._start_cpu = time.perf_counter(), time.process_time()
@@ -125,21 +141,33 @@ class UpdateTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.step_ends.append(time.perf_counter())
         self.step_end_cpu.append(time.process_time())
-        self.generate_seconds_at_step_end.append(self._generate_seconds)
+        self.sampling_at_step_end.append(dict(self._sampling))
+        self.training_starts.append(self._training_start)
+        self._training_start = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.logs.append(dict(logs or {}))
 
     def result(self) -> dict:
-        """Per-update wall, CPU and generation seconds (update 1 measured from `on_train_begin`)."""
+        """Per-update wall and CPU seconds (update 1 measured from `on_train_begin`), and of those the sampling
+        and training seconds (None for training where an update ran no gradient pass)."""
 
         def gaps(points):
             return [b - a for a, b in zip(points, points[1:])]
 
+        def training(index, clock):
+            start = self.training_starts[index]
+            end = (self.step_ends, self.step_end_cpu)[clock][index]
+            return None if start is None else end - start[clock]
+
+        updates = range(len(self.step_ends))
         return {
             "update_seconds": gaps([self._start, *self.step_ends]),
             "update_cpu_seconds": gaps([self._start_cpu, *self.step_end_cpu]),
-            "generate_seconds": gaps([0.0, *self.generate_seconds_at_step_end]),
+            "generate_seconds": gaps([0.0, *(s["wall"] for s in self.sampling_at_step_end)]),
+            "sampling_cpu_seconds": gaps([0.0, *(s["cpu"] for s in self.sampling_at_step_end)]),
+            "training_seconds": [training(k, 0) for k in updates],
+            "training_cpu_seconds": [training(k, 1) for k in updates],
         }
 
 

@@ -36,6 +36,28 @@ class _NoCollectGC:
         return 0
 
 
+def trl_batch_args(spec: dict) -> dict:
+    """TRL 1.11's batch arguments for the spec's rollout batch B, M minibatches and `updates` PPO updates.
+
+    In TRL 1.11 `per_device_train_batch_size` is the microbatch, the rollout is per_device_train_batch_size x
+    gradient_accumulation_steps rows, updates = ceil(total_episodes / rollout), and accelerate steps the
+    optimizer once per `gradient_accumulation_steps` microbatches. Passing our microbatch split there would
+    shrink the microbatch and cut TRL's optimizer steps to fewer than one per minibatch. So TRL gets the rollout
+    as its per-device batch and no accumulation: B rows per update, `updates` updates, each minibatch of B / M
+    rows one microbatch and one optimizer step, as ours takes it (ours splits a minibatch into
+    `gradient_accumulation_steps` microbatches for memory, with the same gradient).
+    """
+    return dict(per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=1,
+                total_episodes=spec["updates"] * spec["batch_size"])
+
+
+def check_batch_arithmetic(args, spec: dict) -> None:
+    """Stop before training if TRL derived another rollout size or update count than the spec asks for."""
+    got, want = (args.local_batch_size, args.num_total_batches), (spec["batch_size"], spec["updates"])
+    if got != want:
+        sys.exit(f"trl 1.11 would run (rollout rows, updates) = {got}, the spec asks for {want}")
+
+
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
@@ -48,11 +70,9 @@ def main(spec_path: str, out_path: str) -> None:
             output_dir=output_dir,
             use_cpu=True,
             seed=spec["seed"],
-            per_device_train_batch_size=spec["batch_size"],
-            gradient_accumulation_steps=spec.get("gradient_accumulation_steps", 1),
+            **trl_batch_args(spec),
             num_mini_batches=spec["num_mini_batches"],
             num_ppo_epochs=spec["num_ppo_epochs"],
-            total_episodes=spec["updates"] * spec["batch_size"],
             local_rollout_forward_batch_size=spec.get("local_rollout_forward_batch_size", spec["batch_size"]),
             response_length=spec["response_length"],
             temperature=spec["temperature"],
@@ -83,6 +103,7 @@ def main(spec_path: str, out_path: str) -> None:
             train_dataset=Dataset.from_dict({"input_ids": [row["input_ids"] for row in prompts]}),
             callbacks=[timer],
         )
+        check_batch_arithmetic(trainer.args, spec)
         if spec["gc"] == "neutralised":
             trl_ppo_module.gc = _NoCollectGC()
             gc.collect()

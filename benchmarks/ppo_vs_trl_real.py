@@ -11,24 +11,32 @@ the same arithmetic. Here the lengths are real:
 - prompts: the conversations of ../shared/data/hh_rlhf_helpful_base_test_sample.jsonl up to their last
   assistant turn, through the chat template with the generation prompt, at their real lengths (those longer
   than `--max_prompt_length` tokens are left out, so neither trainer truncates).
-Both sides get the same settings (batch, minibatches, gradient accumulation, rollout chunk, epochs, learning
-rate, KL, temperature, stop token), the same prompt token ids and the same weights from disk, as in
-`ppo_vs_trl.py`, whose runner, timing and summary this script reuses (seeds = repeats, variant order rotated).
+Both sides get the same settings (rollout batch, minibatches with one optimizer step each, rollout chunk,
+epochs, learning rate, KL, temperature, stop token), the same prompt token ids and the same weights from disk,
+as in `ppo_vs_trl.py`, whose runner, timing and summary this script reuses (seeds = repeats, variant order
+rotated). `--gradient_accumulation_steps` splits each of our minibatches into microbatches (same gradient);
+trl 1.11 takes each minibatch as one microbatch, since its own gradient_accumulation_steps would change its
+rollout size and optimizer steps (`_trl111_worker.trl_batch_args`). Every worker must time exactly `--updates`
+updates, or the harness stops with a message.
 
 Besides time per update, each run records the share of computed token positions that are real tokens
 (`_position_count.py`): over every forward pass after sampling (reference, values, reward, PPO epochs), the
-rows x columns each pass computes and how many of them are prompt or response tokens rather than padding.
+rows x columns each pass computes and how many of them are prompt or response tokens rather than padding;
+and where an update's time goes (`UpdateTimer`): sampling, the rollout passes after it, training.
 
-Usage: python benchmarks/ppo_vs_trl_real.py [--variants ours trl_gc_neutralised] [--repeats 3] [--updates 12]
-           [--warmup 2] [--batch_size 16] [--response_length 128] [--tag X]
+Usage: OMP_NUM_THREADS=1 python benchmarks/ppo_vs_trl_real.py [--variants ours trl_gc_neutralised] [--repeats 3]
+           [--updates 12] [--warmup 2] [--batch_size 16] [--response_length 128] [--tag X] [--tiny]
 Writes benchmarks/results/ppo_vs_trl_real<tag>.json and .md. Needs benchmarks/.venv-trl111 for the trl
-variants (`bash benchmarks/setup_trl111.sh`). One update of SmolLM2 at batch 16 takes tens of seconds on a
-CPU: a quick check of the harness is `--variants ours --repeats 1 --updates 2 --warmup 1 --batch_size 4
---response_length 16 --tag _dryrun`.
+variants (`bash benchmarks/setup_trl111.sh`). One update of SmolLM2 at batch 8, response 128 takes minutes on
+one CPU thread. `--tiny` runs the same harness on a random-init tiny OPT in about a minute (a plumbing check;
+its times mean nothing): `--tiny --variants ours trl_gc_neutralised --repeats 1 --updates 2 --warmup 1
+--batch_size 8 --response_length 4 --results-dir /tmp/ppo_real_tiny`.
 """
 
 import argparse
 import json
+import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -87,14 +95,39 @@ def position_shares(runs: list[dict]) -> dict:
             for name, c in pooled.items()}
 
 
+def phases(runs: list[dict], warmup: int) -> dict:
+    """Median seconds per timed update (wall and CPU) of sampling, the rollout passes after it (reference,
+    value, reward, advantages) and training (PPO epochs and optimizer steps), pooled over repeats
+    (`UpdateTimer`'s split)."""
+    out = {}
+    for clock, total_key, sampling_key, training_key in (
+        ("wall", "update_seconds", "generate_seconds", "training_seconds"),
+        ("cpu", "update_cpu_seconds", "sampling_cpu_seconds", "training_cpu_seconds"),
+    ):
+        rows = [(r[total_key][k], r[sampling_key][k], r[training_key][k])
+                for r in runs for k in range(warmup, len(r[total_key]))]
+        out[clock] = {
+            "sampling": statistics.median(s for _, s, _ in rows),
+            "rollout_passes": statistics.median(t - s - g for t, s, g in rows),
+            "training": statistics.median(g for _, _, g in rows),
+        }
+    return out
+
+
 def run(args) -> dict:
     settings = dict(base.PPO_SETTINGS, batch_size=args.batch_size, stop_token="eos",
+                    learning_rate=args.learning_rate, temperature=args.temperature,
                     gradient_accumulation_steps=args.gradient_accumulation_steps,
                     local_rollout_forward_batch_size=args.local_rollout_forward_batch_size,
                     max_prompt_length=args.max_prompt_length)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ppo-bench-real-") as tmp:
         scratch = Path(tmp)
-        prompts = prepare_workload(scratch / "workload", args.reward_model, args.max_prompt_length)
+        if args.tiny:
+            base.prepare_workload(scratch / "workload", base.CONFIGS["tiny"]["model"])
+            prompts = {"tiny": "random-init OPT h64 L2, byte tokenizer, DigitReward: a plumbing check, no timing"}
+        else:
+            prompts = prepare_workload(scratch / "workload", args.reward_model, args.max_prompt_length)
         print(f"== real: {prompts}", flush=True)
         runs = {variant: [] for variant in args.variants}
         for repeat in range(args.repeats):
@@ -103,6 +136,7 @@ def run(args) -> dict:
                 spec = dict(settings, workdir=str(scratch / "workload"), response_length=args.response_length,
                             updates=args.updates, seed=repeat, threads=args.threads, max_grad_norm=args.max_grad_norm)
                 result = base.run_variant(variant, spec, scratch)
+                check_update_count(variant, result, args.updates)
                 runs[variant].append(result)
                 seconds = statistics.median(result["update_seconds"][args.warmup :])
                 share = result["positions"]["total"]["real_share"]
@@ -110,7 +144,8 @@ def run(args) -> dict:
                       flush=True)
     tokens = args.batch_size * args.response_length
     summary = {
-        variant: {**base.summarise(variant_runs, args.warmup, tokens), "positions": position_shares(variant_runs)}
+        variant: {**base.summarise(variant_runs, args.warmup, tokens), "positions": position_shares(variant_runs),
+                  "phases": phases(variant_runs, args.warmup)}
         for variant, variant_runs in runs.items()
     }
     ours_over = base.ratios(summary, "ours", base.TRL_VARIANTS)
@@ -122,6 +157,8 @@ def run(args) -> dict:
                      "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "ours_max_grad_norm": args.max_grad_norm, "reward_model": args.reward_model or "untrained head"},
         "prompts": prompts,
+        "command": "OMP_NUM_THREADS=1 python benchmarks/ppo_vs_trl_real.py " + shlex.join(sys.argv[1:]),
+        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
         "variants": summary,
         "ours_over": {
             baseline: {"ratio_wall": r["seconds_per_update"], "ratio_cpu": r["cpu_seconds_per_update"]}
@@ -131,16 +168,29 @@ def run(args) -> dict:
     }
 
 
+def check_update_count(variant: str, result: dict, updates: int) -> None:
+    """Stop with a clear message if a worker timed another number of PPO updates than asked for (a worker
+    whose batch arithmetic maps `--updates` onto fewer trainer steps would otherwise leave no timed update)."""
+    timed = len(result["update_seconds"])
+    if timed != updates:
+        sys.exit(f"{variant} timed {timed} PPO updates, not --updates {updates}: its worker maps batch size and "
+                 "updates onto its trainer's config differently (total_episodes / rollout batch); nothing written.")
+
+
 def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")), "unknown CPU")
 
 
 def markdown(results: dict) -> str:
+    load = results["load_average_1_5_15min"]
     lines = [
         "# PPO on real lengths: rlhf_recipes vs trl 1.11 (SmolLM2-135M-Instruct, HH-RLHF prompts)",
         "",
-        f"{results['environment']['machine']} · git {results['environment']['git']['head']}",
+        f"{results['environment']['machine']} · git {results['environment']['git']['head']} · "
+        f"load average (1/5/15 min) before {fmt(load['before'])}, after {fmt(load['after'])}",
+        "",
+        f"Command: `{results['command']}`",
         "",
         f"Settings (both): {json.dumps(results['settings'])}",
         f"Prompts: {json.dumps(results['prompts'])}",
@@ -159,7 +209,24 @@ def markdown(results: dict) -> str:
             + f" | {v.get('final_reward', float('nan')):.3f} | "
             + (f"{ratio['ratio_wall']:.2f}x; {ratio['ratio_cpu']:.2f}x" if ratio else "") + " |"
         )
+    lines += ["", "Where the time goes (median s per timed update, wall / CPU): sampling; rollout passes after it "
+              "(reference, value, reward, advantages); training (PPO epochs, optimizer steps).", "",
+              "| variant | sampling | rollout passes | training |", "|---|---|---|---|"]
+    for variant, v in results["variants"].items():
+        ph = v["phases"]
+        lines.append(f"| {variant} | " + " | ".join(
+            f"{ph['wall'][part]:.1f} / {ph['cpu'][part]:.1f}" for part in ("sampling", "rollout_passes", "training"))
+            + " |")
+    curves = {variant: v["reward_curve"] for variant, v in results["variants"].items()}
+    lines += ["", "Reward curve (mean rollout score per update, mean over repeats; update 1 is warm-up too):", "",
+              "| update | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+    lines += [f"| {k + 1} | " + " | ".join(f"{c[k]:.3f}" for c in curves.values()) + " |"
+              for k in range(min(map(len, curves.values())))]
     return "\n".join(lines) + "\n"
+
+
+def fmt(load) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
 
 
 def main() -> None:
@@ -174,13 +241,21 @@ def main() -> None:
     parser.add_argument("--local_rollout_forward_batch_size", type=int, default=4,
                         help="rows per no-grad pass after sampling, both sides")
     parser.add_argument("--response_length", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=1e-5,
+                        help="both sides; full fine-tuning of a pretrained 135M model (ppo_vs_trl.py's 3e-4 is for "
+                             "random-init tiny models and wrecks a chat model within updates)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling, both sides (trl 1.11's default)")
     parser.add_argument("--max_prompt_length", type=int, default=256)
     parser.add_argument("--reward_model", default=None, help="a trained SmolLM2-135M reward model directory")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max_grad_norm", type=float, default=1.0, help="ours; trl 1.11 never clips")
     parser.add_argument("--results-dir", type=Path, default=base.HERE / "results")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a random-init tiny OPT workload instead of SmolLM2: checks the harness in seconds")
     args = parser.parse_args()
+    if not 0 <= args.warmup < args.updates:
+        parser.error(f"--warmup ({args.warmup}) must be below --updates ({args.updates}): no update would be timed")
     if not base.TRL_PYTHON.exists() and any(v.startswith("trl") for v in args.variants):
         sys.exit(f"{base.TRL_PYTHON} missing: run `bash benchmarks/setup_trl111.sh` first.")
     results = run(args)
