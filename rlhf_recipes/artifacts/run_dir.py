@@ -17,6 +17,7 @@ A pipeline run (`output_dir`) holds:
         samples.jsonl        PPO: sampled completions with their scores
     selection.json         the SFT checkpoints' RM scores and the one chosen
     evaluation.json        per-stage metrics on held-out prompts, side-by-side answers
+    probes.json            the pipeline's fixed probe prompts, answered greedily by each policy (when set)
     report.html, report.md, plots/
 
 The report is built from these files alone. JSON files are written whole or not at all (a temporary
@@ -36,6 +37,7 @@ DATA_DIR = "data"
 STEP_MARKER = "pipeline_done.json"
 SELECTION = "selection.json"
 EVALUATION = "evaluation.json"
+PROBES = "probes.json"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
@@ -150,6 +152,7 @@ class RunArtifacts:
     rm_eval: dict | None = None
     ppo_log: list[dict] = field(default_factory=list)
     ppo_samples: list[dict] = field(default_factory=list)
+    probes: dict | None = None
 
     def stage_dir(self, stage: str) -> Path:
         """The stage's output directory: from run_info.json, else the directory named after it."""
@@ -167,6 +170,7 @@ def load_run(run_dir: str | Path) -> RunArtifacts:
     run = RunArtifacts(run_dir=run_dir, info=read_json(run_dir / RUN_INFO) or {})
     run.evaluation = read_json(run_dir / EVALUATION)
     run.selection = read_json(run_dir / SELECTION)
+    run.probes = read_json(run_dir / PROBES)
     for stage in ("pretrain", "sft", "reward"):
         state = read_json(run.stage_dir(stage) / TRAINER_STATE)
         if state and state.get("log_history"):

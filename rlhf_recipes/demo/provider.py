@@ -2,8 +2,8 @@
 
 It writes the task's files (`files.write_task_files`), points every stage at its own file, gives the
 first stage the task's word-level tokenizer, and brings the gold checker: exact-match accuracy,
-side-by-side examples half from the hard subset, and how often the reward model ranks the correct
-answer first.
+side-by-side examples half from the hard subset, how often the reward model ranks the correct
+answer first, and held-out stage-0-style texts for the alignment tax (each policy's LM loss on them).
 """
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data.splits import WHOLE
 from ..pipeline.tasks import TaskProvider
 from .files import FILES, TOKENIZER_DIR, write_task_files
-from .metrics import gold_metrics, ranked_first_rate
+from .metrics import HELDOUT_CORPUS_TEXTS, gold_metrics, heldout_corpus, ranked_first_rate
 from .task import TaskSettings, gold_answer, is_hard, parse_prompt
 
 # Each stage's file is entirely its own: SFT and the reward model take the whole file (shuffled),
@@ -22,7 +22,7 @@ STAGE_DATA = {
     "reward": {"dataset_name": "pairs", "data_split": "0,1,0"},
     "ppo": {"dataset_name": "prompts", "data_split": WHOLE, "ptx_dataset_name": "ptx", "ptx_data_split": WHOLE},
     "select": {"dataset_name": "validation"},
-    "evaluate": {"dataset_name": "heldout"},
+    "evaluate": {"dataset_name": "heldout", "heldout_lm_texts": HELDOUT_CORPUS_TEXTS},
 }
 
 
@@ -30,6 +30,10 @@ class MaxDigitTask(TaskProvider):
     """`Q: max d1 d2 d3 d4 A:` -> the largest digit; keyword arguments are `TaskSettings` fields."""
 
     has_gold = True
+    heldout_lm_about = (
+        f"{HELDOUT_CORPUS_TEXTS} pretraining-style texts drawn like the stage-0 corpus (first/last/min of four "
+        "digits with the answer) that the corpus does not contain"
+    )
 
     def __init__(self, **settings):
         if "data_split" in settings:
@@ -59,6 +63,9 @@ class MaxDigitTask(TaskProvider):
         hard = [i for i, p in enumerate(prompts) if is_hard(parse_prompt(p))]
         easy = [i for i, p in enumerate(prompts) if not is_hard(parse_prompt(p))]
         return sorted(hard[: count // 2] + easy[: count - min(count // 2, len(hard))])
+
+    def heldout_lm_texts(self, seed: int) -> list[str]:
+        return heldout_corpus(seed, self.settings)
 
     def reward_model_checks(self, reward_model, tokenizer, prompts: list[str]) -> dict[str, float]:
         return {"rm_ranked_first": ranked_first_rate(reward_model, tokenizer, prompts)}

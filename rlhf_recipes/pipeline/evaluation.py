@@ -5,17 +5,29 @@ immediately repeated, the degenerate pattern of bad demonstrations and of reward
 length in words of greedy and sampled answers, the reward model's mean score, and KL to the SFT
 policy; with a task's gold metric, its checked metrics too. Side-by-side examples and the task's
 reward-model checks go into `evaluation.json`.
+
+Optional: the held-out language-model loss of each policy on texts a task gives (the alignment tax:
+what RLHF costs the model on pretraining-style text), and fixed probe prompts (`probe_prompts`)
+answered greedily by each policy, written to `probes.json`.
 """
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from ..artifacts.run_dir import write_json
 from ..data import DataArguments, load_stage_dataset
+from ..models.gguf import resolve_model_path
 from ..models.measure import generate_responses, reward_scores, sequence_logprobs
 from .tasks import TaskProvider
 from ..logs import bars_wanted
+
+# Stand-ins rendered through a chat template to find the text that starts a new user turn.
+_ANSWER, _QUESTION = "\x02ANSWER\x03", "\x02QUESTION\x03"
 
 
 def load_prompts(dataset_name: str, num_prompts: int | None, data_split: str = "0,0,1") -> list:
@@ -98,9 +110,87 @@ def evaluate_policy(
     return PolicyEvaluation(metrics=metrics, greedy_answers=greedy_text, sampled_answers=sampled_text)
 
 
-def evaluate_stages(settings: dict, task: TaskProvider | None, seed: int) -> dict:
+@torch.no_grad()
+def lm_loss(model, tokenizer, texts: list[str], batch_size: int = 64) -> float:
+    """Mean negative log-likelihood per predicted token (nats/token) of `texts` under `model`:
+    `sum_i sum_{t>=1} -log p(x_it | x_i<t) / #predicted tokens`. A token counts when it and the one
+    before it are real: a padded row's first token has no context, as in an unpadded one. No sampling,
+    so it draws nothing from any random generator."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
+        mask = batch["attention_mask"]
+        labels = batch["input_ids"][:, 1:].masked_fill((mask[:, 1:] * mask[:, :-1]) == 0, -100)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="sum").item()
+        count += int((labels != -100).sum())
+    return total / count if count else math.nan
+
+
+def probe_conversations(probes: list, conversational: bool) -> list:
+    """Probe prompts in the form of the evaluation's prompts: with conversational prompts, a plain
+    string becomes one user turn (and so goes through the chat template); message lists stay as they are."""
+    return [[{"role": "user", "content": p}] if conversational and isinstance(p, str) else p for p in probes]
+
+
+def next_turn_marker(tokenizer) -> str | None:
+    """The line with which the chat template starts a user turn after an assistant turn (without the
+    end-of-turn token), e.g. `<|im_start|>user` or `Human:`; None when the template shows none."""
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _ANSWER},
+            {"role": "user", "content": _QUESTION}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception:  # a template that refuses this shape shows no marker
+        return None
+    if _ANSWER not in text or _QUESTION not in text:
+        return None
+    lines = [line.strip() for line in text.split(_ANSWER, 1)[1].split(_QUESTION, 1)[0].splitlines() if line.strip()]
+    marker = lines[-1] if lines else ""
+    if tokenizer.eos_token and marker.startswith(tokenizer.eos_token):
+        marker = marker[len(tokenizer.eos_token) :].strip()
+    return marker or None
+
+
+def answer_text(tokenizer, response: list[int], marker: str | None) -> str:
+    """A response as text: cut where the model starts another turn (`marker`), special tokens removed."""
+    text = tokenizer.decode(response, skip_special_tokens=False)
+    if marker and marker in text:
+        text = text[: text.index(marker)]
+    for token in tokenizer.all_special_tokens:
+        text = text.replace(token, "")
+    return text.strip()
+
+
+def answer_probes(policy, tokenizer, probes: list, conversational: bool, max_new_tokens: int,
+                  max_prompt_length: int | None = None) -> list[str]:
+    """The greedy (deterministic) answer of `policy` to each probe prompt, as text (`answer_text`)."""
+    texts = prompt_texts(tokenizer, probe_conversations(probes, conversational))
+    responses = generate_responses(policy, tokenizer, texts, do_sample=False, max_new_tokens=max_new_tokens,
+                                   max_prompt_length=max_prompt_length)
+    marker = next_turn_marker(tokenizer) if conversational else None
+    return [answer_text(tokenizer, response, marker) for response in responses]
+
+
+def _write_probes(path: Path | None, probes: list, answers: dict[str, list[str]], max_new_tokens: int) -> None:
+    """probes.json: each probe with every policy's answer; a stale file goes when there are no probes."""
+    if path is None:
+        return
+    if not probes:
+        Path(path).unlink(missing_ok=True)
+        return
+    records = [{"prompt": p, "answers": {stage: answers[stage][i] for stage in answers}} for i, p in enumerate(probes)]
+    write_json(path, {"policies": list(answers), "decoding": "greedy", "max_new_tokens": max_new_tokens,
+                      "probes": records})
+
+
+def evaluate_stages(settings: dict, task: TaskProvider | None, seed: int, probes_path: Path | None = None) -> dict:
     """Evaluate each policy of `settings["policies"]` (stage name -> model dir) on the step's prompts;
-    returns evaluation.json's content."""
+    returns evaluation.json's content and writes the probe answers to `probes_path`.
+
+    Per policy, in this order: the held-out metrics (their sampling is seeded by `seed`), then the
+    LM loss on the task's held-out texts and the greedy probe answers, neither of which samples.
+    """
     prompts = load_prompts(settings["dataset_name"], settings["num_prompts"], settings["data_split"])
     gold = task if task is not None and task.has_gold else None
     reward_dir, max_prompt_length = settings["reward_dir"], settings.get("max_prompt_length")
@@ -108,15 +198,24 @@ def evaluate_stages(settings: dict, task: TaskProvider | None, seed: int) -> dic
     reward_model = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
     reference = AutoModelForCausalLM.from_pretrained(settings["reference_dir"]).eval()
     texts = prompt_texts(tokenizer, prompts)
-    stages, answers = {}, {}
+    lm_texts = task.heldout_lm_texts(seed) if task is not None else []
+    probes = settings.get("probe_prompts") or []
+    conversational = bool(prompts) and isinstance(prompts[0], list)
+    stages, answers, probe_answers = {}, {}, {}
     policies = tqdm(settings["policies"].items(), desc="Evaluating on held-out prompts", disable=not bars_wanted())
     for stage, path in policies:
-        policy = AutoModelForCausalLM.from_pretrained(path).eval()
+        policy = AutoModelForCausalLM.from_pretrained(resolve_model_path(path)).eval()
         result = evaluate_policy(
             policy, tokenizer, texts, reward_model=reward_model, reference=reference, task=gold, seed=seed,
             max_new_tokens=settings["max_new_tokens"], max_prompt_length=max_prompt_length,
         )
+        if lm_texts:
+            result.metrics["lm_loss"] = lm_loss(policy, tokenizer, lm_texts)
+        if probes:
+            probe_answers[stage] = answer_probes(policy, tokenizer, probes, conversational,
+                                                 settings["max_new_tokens"], max_prompt_length)
         stages[stage], answers[stage] = result.metrics, result.greedy_answers
+    _write_probes(probes_path, probes, probe_answers, settings["max_new_tokens"])
     examples = []
     for i in (task or TaskProvider()).example_indices(texts, settings["num_examples"]):
         example = {"prompt": prompts[i], "answers": {stage: answers[stage][i] for stage in stages}}
@@ -124,6 +223,8 @@ def evaluate_stages(settings: dict, task: TaskProvider | None, seed: int) -> dic
             example["gold"] = gold.gold_answer(texts[i])
         examples.append(example)
     evaluation = {"gold": gold is not None, "num_prompts": len(prompts), "stages": stages, "examples": examples}
+    if lm_texts:
+        evaluation["lm_loss_texts"] = {"num_texts": len(lm_texts), "about": task.heldout_lm_about}
     if task is not None:
         evaluation.update(task.reward_model_checks(reward_model, tokenizer, texts))
     return evaluation

@@ -21,9 +21,10 @@ The pipeline YAML:
       ppo: {...}
     selection: {num_prompts, max_new_tokens, max_prompt_length, dataset_name, data_split}
                                 # SFT checkpoint choice by RM score (selection.py)
-    evaluation: {num_prompts, max_new_tokens, max_prompt_length, num_examples, dataset_name, data_split}
-                                # held-out comparison (evaluation.py); prompts: the PPO part of
-                                # data_split, default "0,0,1" = the whole file; a task sets both files
+    evaluation: {num_prompts, max_new_tokens, max_prompt_length, num_examples, dataset_name, data_split,
+                 probe_prompts}  # held-out comparison (evaluation.py); prompts: the PPO part of
+                                # data_split, default "0,0,1" = the whole file; a task sets both files;
+                                # probe_prompts: fixed prompts every policy answers greedily (probes.json)
 
 A step is finished when its completion marker exists (written last: `pipeline_done.json` in a
 stage's output directory; selection.json / evaluation.json themselves) and records the same
@@ -47,6 +48,7 @@ import yaml
 
 from ..artifacts.run_dir import (
     DATA_DIR,
+    PROBES,
     RUN_INFO,
     STEP_TITLES,
     TRAINING_STAGES,
@@ -76,7 +78,7 @@ def _select(spec: PipelineSpec, settings: dict, task: TaskProvider | None) -> di
 
 
 def _evaluate(spec: PipelineSpec, settings: dict, task: TaskProvider | None) -> dict:
-    return evaluate_stages(settings, task, spec.seed)
+    return evaluate_stages(settings, task, spec.seed, probes_path=spec.run_dir / PROBES)
 
 
 # Steps that are not training stages -> function(spec, settings, task) returning a JSON result or None;

@@ -35,6 +35,7 @@ class PipelineSpec:
         for required in ("sft", "reward", "ppo"):
             if required not in self.stages:
                 raise ConfigError(f"The pipeline needs a '{required}' stage under 'stages'.")
+        _check_probes(self.evaluation.get("probe_prompts"))
         self.task_provider: TaskProvider | None = load_task(self.task) if self.task is not None else None
         if self.task_provider is None:
             if "pretrain" in self.stages and not self.stage_fields("pretrain").get("dataset_name"):
@@ -59,6 +60,25 @@ class PipelineSpec:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "base_dir"}
+
+
+def _check_probes(probes) -> None:
+    """`evaluation.probe_prompts`: a list of prompts, each a non-empty string or a list of chat messages."""
+    if probes is None:
+        return
+
+    def valid(probe) -> bool:
+        if isinstance(probe, str):
+            return bool(probe.strip())
+        return isinstance(probe, list) and bool(probe) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in probe
+        )
+
+    if not isinstance(probes, list) or not all(valid(p) for p in probes):
+        raise ConfigError(
+            "evaluation.probe_prompts must be a list of prompts, each a non-empty string or a list of "
+            "{role, content} messages, e.g. probe_prompts: [\"How does a telescope work?\"]."
+        )
 
 
 def load_spec(path: str, overrides: dict | None = None) -> PipelineSpec:

@@ -23,6 +23,7 @@ class TaskProvider:
     be checked sets `has_gold` and overrides the gold methods."""
 
     has_gold = False
+    heldout_lm_about = ""  # what the texts of `heldout_lm_texts` are, for the report
 
     def write_data(self, data_dir: Path, seed: int) -> None:
         """Write the task's files for `seed` into `data_dir` (the pipeline's `data` step)."""
@@ -49,6 +50,11 @@ class TaskProvider:
     def example_indices(self, prompts: list[str], count: int) -> list[int]:
         """Which prompts the report shows side by side."""
         return list(range(min(count, len(prompts))))
+
+    def heldout_lm_texts(self, seed: int) -> list[str]:
+        """Held-out texts whose language-model loss each policy gets (the alignment tax); none by default.
+        Made without drawing from any global random generator."""
+        return []
 
     def reward_model_checks(self, reward_model, tokenizer, prompts: list[str]) -> dict[str, float]:
         """Extra checks of the reward model on the evaluation prompts, for evaluation.json."""

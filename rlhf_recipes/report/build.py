@@ -6,16 +6,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .plots import PPO_PANELS, constant_series, plot_lm_loss, plot_ppo, plot_reward, plot_stage_bars
+import yaml
+
+from .plots import (
+    PPO_PANELS,
+    constant_series,
+    plot_alignment_tax,
+    plot_lm_loss,
+    plot_ppo,
+    plot_reward,
+    plot_stage_bars,
+)
 from .render import Section, render_html, render_markdown, render_text_table
-from ..artifacts.run_dir import PLOTS_DIR, REPORT_HTML, REPORT_MD, STEP_TITLES, RunArtifacts, load_run
+from ..artifacts.run_dir import (
+    PLOTS_DIR,
+    REPORT_HTML,
+    REPORT_MD,
+    STEP_TITLES,
+    RunArtifacts,
+    load_run,
+    stage_config,
+)
 from .sections import (
     GENERIC_COLUMNS,
     GOLD_COLUMNS,
     STAGE_LABELS,
+    TAX_HEADLINE,
+    alignment_tax_section,
     curves_section,
+    lm_loss_stages,
     metrics_section,
     ppo_samples_section,
+    probes_section,
     reward_section,
     selection_section,
     settings_section,
@@ -57,7 +79,21 @@ def _draw_plots(run: RunArtifacts) -> dict[str, str | None]:
         title = "Held-out metrics by stage"
         values = {STAGE_LABELS.get(stage, stage): m for stage, m in run.evaluation["stages"].items()}
         drawn["metrics"] = plot_stage_bars(values, BAR_METRICS[gold], target("metrics.png"), title)
+        key, ylabel, scale = TAX_HEADLINE[gold]
+        points = {STAGE_LABELS.get(stage, stage): (m["lm_loss"], scale * m.get(key, float("nan")))
+                  for stage, m in lm_loss_stages(run.evaluation).items()}
+        drawn["alignment_tax"] = plot_alignment_tax(points, ylabel, target("alignment_tax.png"),
+                                                    "Alignment tax: held-out LM loss against what each stage bought")
     return {stage: (f"{PLOTS_DIR}/{Path(path).name}" if path else None) for stage, path in drawn.items()}
+
+
+def _ptx_coef(run: RunArtifacts) -> float | None:
+    """PPO's ptx_coef as this run's PPO stage read it (configs/ppo.yaml); None when unknown."""
+    path = stage_config(run.run_dir, "ppo")
+    if not path.is_file():
+        return None
+    value = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("ptx_coef", 0.0)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _sections(run: RunArtifacts, plots: dict[str, str | None]) -> list[Section]:
@@ -65,7 +101,9 @@ def _sections(run: RunArtifacts, plots: dict[str, str | None]) -> list[Section]:
     ppo_keys = tuple(key for _, keys in PPO_PANELS.values() for key in keys)
     return [
         *metrics_section(run.evaluation, plots.get("metrics")),
+        *alignment_tax_section(run.evaluation, plots.get("alignment_tax"), _ptx_coef(run)),
         *side_by_side_section(run.evaluation),
+        *probes_section(run.probes),
         *reward_section(run, plots.get("reward")),
         *selection_section(run.selection),
         *curves_section(curves, constant_series(run.ppo_log, ppo_keys)),
@@ -104,6 +142,9 @@ def format_summary(run_dir: str | Path, report: BuiltReport | None = None) -> st
     if evaluation.get("stages"):
         lines += ["", f"Held-out prompts: {evaluation.get('num_prompts', '?')} (never seen in training)"]
         lines.append(render_text_table(stage_metrics_table(evaluation)))
+        losses = ", ".join(f"{STAGE_LABELS.get(s, s)} {m['lm_loss']:.3f}" for s, m in lm_loss_stages(evaluation).items())
+        if losses:
+            lines.append(f"Held-out LM loss (nats/token, the alignment tax): {losses}")
     if run.selection:
         selection = run.selection
         lines.append(

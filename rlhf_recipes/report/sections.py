@@ -25,8 +25,21 @@ GENERIC_COLUMNS = [
     ("RM score T=1", "sampled_rm_score", "signed"),
     ("KL to SFT", "kl_to_sft", "num"),
 ]
-STAGE_LABELS = {"pretrained": "pretrained", "sft": "SFT", "ppo": "PPO"}
+STAGE_LABELS = {"pretrained": "pretrained", "base": "base", "sft": "SFT", "ppo": "PPO"}
 DISPLAY_CHARS = 120
+PROBE_CHARS = 700
+# The alignment-tax table: the LM loss beside what the stage bought with it (gold or generic headline).
+TAX_COLUMNS = {
+    True: [("greedy acc", "greedy_accuracy", "pct"), ("T=1 acc", "sampled_accuracy", "pct"),
+           ("RM score T=1", "sampled_rm_score", "signed"), ("KL to SFT", "kl_to_sft", "num")],
+    False: [("RM score greedy", "greedy_rm_score", "signed"), ("RM score T=1", "sampled_rm_score", "signed"),
+            ("KL to SFT", "kl_to_sft", "num")],
+}
+# The alignment-tax plot's y axis: (metric key, axis label, scale to the table's unit).
+TAX_HEADLINE = {
+    True: ("greedy_accuracy", "greedy exact-match accuracy (% of held-out prompts)", 100.0),
+    False: ("sampled_rm_score", "mean RM score of T=1 answers (reward-model units)", 1.0),
+}
 
 
 def fmt(value, kind: str) -> str:
@@ -102,6 +115,69 @@ def metrics_section(evaluation: dict | None, bars: str | None) -> list[Section]:
     if bars:
         blocks.append(Image(bars, "metrics by stage"))
     return [Section("Held-out metrics by stage" if gold else "Held-out measures by stage", blocks)]
+
+
+def lm_loss_stages(evaluation: dict | None) -> dict[str, dict]:
+    """The evaluated stages that have a held-out LM loss, in evaluation order."""
+    return {s: m for s, m in ((evaluation or {}).get("stages") or {}).items() if isinstance(m.get("lm_loss"), int | float)}
+
+
+def alignment_tax_section(evaluation: dict | None, plot: str | None, ptx_coef: float | None) -> list[Section]:
+    """Held-out LM loss of each stage beside its headline metrics: what alignment cost the language model."""
+    stages = lm_loss_stages(evaluation)
+    if not stages:
+        return []
+    gold = bool(evaluation.get("gold"))
+    sft_loss = stages.get("sft", {}).get("lm_loss")
+    rows = []
+    for stage, metrics in stages.items():
+        change = metrics["lm_loss"] - sft_loss if sft_loss is not None else None
+        rows.append([STAGE_LABELS.get(stage, stage), fmt(metrics["lm_loss"], "num"), fmt(change, "signed")]
+                    + [fmt(metrics.get(key), kind) for _, key, kind in TAX_COLUMNS[gold]])
+    headers = ["stage", "LM loss (nats/token)", "LM loss vs SFT"] + [label for label, _, _ in TAX_COLUMNS[gold]]
+    about = (evaluation.get("lm_loss_texts") or {}).get("about") or "held-out texts"
+    ptx = ""
+    if ptx_coef:
+        ptx = (f" This run's PPO mixed the pretraining LM loss into its updates with ptx_coef {ptx_coef:g} "
+               "(PPO-ptx), which is meant to pay the tax back.")
+    elif ptx_coef is not None:
+        ptx = " This run's PPO had no pretraining term (ptx_coef 0)."
+    text = (
+        f"The alignment tax (InstructGPT): mean negative log-likelihood per token of each stage's model on {about}, "
+        f"beside what the stage achieved on the held-out prompts. Higher LM loss means the stage forgot more of "
+        f"what pretraining taught.{ptx}"
+    )
+    blocks = [Text(text), Table(headers, rows)]
+    if plot:
+        blocks.append(Image(plot, "alignment tax: LM loss against the headline metric"))
+    return [Section("Alignment tax: language-model loss on held-out pretraining-style text", blocks)]
+
+
+def _probe_prompt(prompt) -> str:
+    """A probe as the user wrote it: the text of a single user turn, a conversation as `role: content | ...`."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict):
+        prompt = prompt[0].get("content", "")
+    return display(prompt, limit=PROBE_CHARS)
+
+
+def probes_section(probes: dict | None) -> list[Section]:
+    """The pipeline's fixed probe prompts, one row each, every policy's greedy answer side by side."""
+    records = (probes or {}).get("probes") or []
+    if not records:
+        return []
+    stages = probes.get("policies") or list(records[0]["answers"])
+    headers = ["prompt"] + [STAGE_LABELS.get(stage, stage) for stage in stages]
+    rows = [
+        [_probe_prompt(record["prompt"])]
+        + [display(record["answers"].get(stage), limit=PROBE_CHARS) or "(empty or only whitespace)" for stage in stages]
+        for record in records
+    ]
+    note = (
+        f"Fixed probe prompts from the pipeline's evaluation settings, answered greedily by each policy (at most "
+        f"{probes.get('max_new_tokens', '?')} new tokens); chat prompts go through the chat template, special "
+        "tokens are removed and an answer is cut where the model starts a new turn."
+    )
+    return [Section("Probe prompts, answered by each policy", [Text(note), Table(headers, rows)])]
 
 
 def side_by_side_section(evaluation: dict | None) -> list[Section]:

@@ -161,6 +161,9 @@ def test_stage_config_files_are_merged_under_inline_fields(tmp_path, calls):
         ({"task": {"provider": "rlhf_recipes.demo.provider:NoSuchTask"}}, "cannot be imported"),
         ({"task": {"provider": "rlhf_recipes.demo.provider:MaxDigitTask", "num_pears": 1}}, "num_pears"),
         ({"learning_rate": 1.0}, "learning_rate"),
+        ({"evaluation": {"probe_prompts": "How does a telescope work?"}}, "probe_prompts"),
+        ({"evaluation": {"probe_prompts": ["Why?", "  "]}}, "probe_prompts"),
+        ({"evaluation": {"probe_prompts": [[{"role": "user"}]]}}, "probe_prompts"),
     ],
 )
 def test_invalid_pipelines_are_rejected_before_running(tmp_path, change, message):
