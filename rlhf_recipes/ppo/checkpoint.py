@@ -7,7 +7,9 @@ enabled), `optimizer_{actor,critic}.pt`, `scheduler_{actor,critic}.pt`, `trainer
 (global step, episode, KL coefficient, reward statistics, log history), `rng_state_<rank>.pth`,
 and the `COMPLETE` marker. Under DeepSpeed, `actor_engine/` and `critic_engine/` replace the weights
 and optimizer files: DeepSpeed's own checkpoint of each engine, in which every rank writes its shard of
-the weights and optimizer states (resume with the same number of ranks). A checkpoint is written into
+the weights and optimizer states (resume with the same number of ranks); under FSDP, `actor_fsdp/` and
+`critic_fsdp/` do the same with torch.distributed.checkpoint (each rank's shard of the trainable weights
+and of their optimizer states). A checkpoint is written into
 `.tmp-checkpoint-<step>`, marked complete, then renamed into place; the `latest` pointer file is
 replaced last. Resume only ever reads directories that carry the marker.
 """
@@ -21,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..config.parsing import ConfigError
+from . import fsdp
 
 
 def save_rng_state(path: str, rank: int) -> None:
@@ -89,3 +92,21 @@ def load_engine(engine, path: str, name: str) -> None:
                                        load_optimizer_states=True, load_lr_scheduler_states=False)
     if loaded is None:
         raise ConfigError(f"DeepSpeed could not load the {name}'s state from {_engine_dir(path, name)}.")
+
+
+def _sharded_dir(path: str, name: str) -> str:
+    return os.path.join(path, f"{name}_fsdp")
+
+
+def save_sharded(model, optimizer, path: str, name: str) -> None:
+    """Each rank's shard of an FSDP model's trainable weights and optimizer states into path/<name>_fsdp
+    (every rank calls this)."""
+    fsdp.save_sharded(model, optimizer, _sharded_dir(path, name))
+
+
+def load_sharded(model, optimizer, path: str, name: str) -> None:
+    """Restore what `save_sharded` wrote (every rank calls this)."""
+    if not os.path.isdir(_sharded_dir(path, name)):
+        raise ConfigError(f"{path} holds no FSDP state for the {name} ({name}_fsdp/): it was written by a run "
+                          "launched without FSDP; resume it with that launch config.")
+    fsdp.load_sharded(model, optimizer, _sharded_dir(path, name))

@@ -182,15 +182,27 @@ class PPOConfig(TrainingArguments):
                 raise ConfigError(message)
         self.check_launch()
 
+    @property
+    def fsdp_launch(self) -> bool:
+        """Launched with FSDP: an FSDP launch config (`accelerate launch` sets ACCELERATE_USE_FSDP) or the
+        `fsdp` field."""
+        return bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1")
+
     def check_launch(self) -> None:
-        """PPO runs on one device, with DDP or under DeepSpeed ZeRO-2/3 (docs/distributed_ppo.md). FSDP
-        shards the weights and optimizer states that rollouts, checkpoints and saves read whole, and
-        accelerate applies it only on GPUs/accelerators."""
-        if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1"):
+        """PPO runs on one device, with DDP, under DeepSpeed ZeRO-2/3 or under FSDP2
+        (docs/distributed_ppo.md). FSDP1 is refused: its flat parameters cannot be gathered around a
+        generation loop."""
+        if not self.fsdp_launch:
+            return
+        if self.fsdp:
+            version = int((self.fsdp_config or {}).get("version", 2))  # TrainingArguments' default
+        else:
+            version = int(os.environ.get("FSDP_VERSION", "1"))  # accelerate's default
+        if version != 2:
             raise ConfigError(
-                "The PPO trainer does not run under FSDP (the fsdp.yaml launch config or the fsdp field). Launch PPO "
-                "with accelerate_configs/deepspeed_zero3.yaml to shard actor and critic, multi_gpu.yaml (DDP) or "
-                "single_gpu.yaml."
+                f"PPO under FSDP needs FSDP2 (fsdp_version: 2, torch's fully_shard), got version {version}. Set "
+                "fsdp_version: 2 in the launch config (accelerate_configs/fsdp.yaml does), or launch with "
+                "accelerate_configs/deepspeed_zero3.yaml."
             )
 
     def check_model_positions(self, max_positions: int | None) -> None:

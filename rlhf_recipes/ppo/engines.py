@@ -1,10 +1,12 @@
-"""Where PPO's four models live under each launch: one device / DDP, or DeepSpeed ZeRO-2/3 (docs/distributed_ppo.md).
+"""Where PPO's four models live under each launch: one device / DDP, DeepSpeed ZeRO-2/3 or FSDP2
+(docs/distributed_ppo.md; FSDP's own parts are in `fsdp`).
 
 Under DeepSpeed the two trained models get one engine each, built by `accelerator.prepare(model, optimizer)`
 from the launch config's plugin: each engine owns its optimizer, clips its own gradient norm and steps at
 its own accumulation boundary, so actor and critic keep separate learning rates, schedulers and clipping.
 The frozen reference and reward models are ZeRO-3 inference engines (sharded, no optimizer) under ZeRO-3
-and whole copies on every rank under ZeRO-2, as TRL <= 1.11 prepared them.
+and whole copies on every rank under ZeRO-2, as TRL <= 1.11 prepared them. Under FSDP2 each model is
+prepared on its own too, the trained ones with their optimizers, the frozen ones sharded without one.
 """
 
 import copy
@@ -13,6 +15,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+
+from . import fsdp
 
 
 def zero_stage(accelerator: Accelerator) -> int:
@@ -30,6 +34,8 @@ def prepare_trained(accelerator: Accelerator, model, optimizer, micro_batch_size
         config["train_micro_batch_size_per_gpu"] = micro_batch_size
         config["gradient_clipping"] = max_grad_norm or 0.0
         config.pop("train_batch_size", None)  # derived again from the two values above
+    if fsdp.is_fsdp(accelerator):
+        return fsdp.prepare(accelerator, model, optimizer)
     return accelerator.prepare(model, optimizer)
 
 
@@ -41,8 +47,11 @@ def stepped_optimizer(prepared):
 
 
 def prepare_frozen(accelerator: Accelerator, model):
-    """A model used only for inference: sharded by a ZeRO-3 engine without optimizer under ZeRO-3,
-    else a whole copy on this rank's device. Returns the module to call."""
+    """A model used only for inference: sharded by a ZeRO-3 engine without optimizer under ZeRO-3, by
+    FSDP2 under FSDP, else a whole copy on this rank's device. Returns the module to call (under FSDP,
+    call the returned root itself: its forward gathers the weights no sub-module's forward does)."""
+    if fsdp.is_fsdp(accelerator):
+        return fsdp.prepare_frozen(accelerator, model)
     if zero_stage(accelerator) != 3:
         return model.to(accelerator.device)
     import deepspeed
@@ -89,9 +98,11 @@ def _parameter_offload(engine):
 def whole_weights(engine, stage: int):
     """Within: the engine's module holds its whole weights on every rank. Under ZeRO-3 they are
     gathered once and the per-module gather/release hooks are lifted, so a generation loop runs on
-    plain tensors instead of gathering every layer for every token; elsewhere this does nothing."""
+    plain tensors instead of gathering every layer for every token; an FSDP2 model is gathered once
+    (`fsdp.whole_weights`); elsewhere this does nothing."""
     if stage != 3:
-        yield
+        with fsdp.whole_weights(engine) if fsdp.is_sharded(engine) else nullcontext():
+            yield
         return
     import deepspeed
 

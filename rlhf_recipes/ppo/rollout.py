@@ -61,6 +61,11 @@ class ValueModel(torch.nn.Module):
         return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
 
     @property
+    def _no_split_modules(self):
+        """The network's decoder-layer classes: FSDP's transformer wrap policy shards one unit per layer."""
+        return getattr(self.network, "_no_split_modules", None)
+
+    @property
     def backbone(self):
         network = self.network
         return getattr(network, network.base_model_prefix)

@@ -90,6 +90,11 @@ def check_ppo_config(model_args: ModelArguments, args: PPOConfig) -> str:
             "critic_use_peft trains the critic with the policy's LoRA settings (lora_r, lora_target_modules...): "
             "set use_peft: true."
         )
+    if model_args.merge_lora and args.fsdp_launch:
+        raise ConfigError(
+            "merge_lora is not available under FSDP (the actor's weights are sharded when the run saves): drop it and "
+            "merge the saved adapter on one device, or launch with multi_gpu.yaml (DDP) or single_gpu.yaml."
+        )
     _check_model_dir("sft_model_path", policy_path)
     for name in ("reward_model_path", "value_model_path", "ref_model_path"):
         _check_model_dir(name, getattr(args, name))

@@ -32,6 +32,8 @@ class RewardScorer:
     stops at `<|user|>`). Plain prompts: the rollout's own tokens, or, with a `reward_tokenizer`
     different from the policy's, the decoded text re-tokenised, plus the reward tokenizer's EOS
     after an answer that stopped (TRL appends it in training).
+    `reward_model` is a sequence-classification model or a `ValueModel` over one (under FSDP the sharded
+    root, whose own forward gathers the weights the model's sub-modules do not).
     `reward_context()` is entered around the reward model's passes: with a LoRA critic sharing the
     reward model's weights, it disables the critic's adapter, which leaves the reward model.
     """
@@ -48,7 +50,9 @@ class RewardScorer:
         if reward_model is None and not reward_funcs:
             raise ValueError("PPO needs a reward_model, reward_funcs, or both.")
         self.tokenizer = tokenizer
-        self.reward_model = ValueModel(reward_model).eval() if reward_model is not None else None
+        if reward_model is not None and not isinstance(reward_model, ValueModel):
+            reward_model = ValueModel(reward_model)
+        self.reward_model = reward_model.eval() if reward_model is not None else None
         self.reward_funcs = list(reward_funcs or [])
         self.reward_tokenizer = reward_tokenizer if reward_tokenizer is not tokenizer else None
         self.chunk_size = chunk_size

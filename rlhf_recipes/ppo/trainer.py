@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerControl, TrainerState, get_scheduler
@@ -35,6 +35,7 @@ from . import scoring
 from ..config.parsing import ConfigError
 from . import checkpoint
 from . import engines
+from . import fsdp
 from . import microbatches
 from ..models.generation import left_pad, logprobs_from_logits, sample_responses, tokenize_prompts
 from ..models.introspection import max_positions
@@ -157,6 +158,8 @@ class PPOTrainer:
         self.accelerator = Accelerator(
             cpu=args.use_cpu and args.deepspeed_plugin is None,
             deepspeed_plugin=args.deepspeed_plugin,
+            # the `fsdp` field (HF Trainer's way); an FSDP launch config reaches accelerate through the environment
+            fsdp_plugin=FullyShardedDataParallelPlugin(**args.fsdp_plugin_args) if args.fsdp_plugin_args else None,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
         )
@@ -196,6 +199,7 @@ class PPOTrainer:
         self.world_batch_size = args.per_device_train_batch_size * acc.num_processes
         self.num_updates = self._num_updates(args, len(self.prompts))
         self.zero_stage = engines.zero_stage(acc)
+        self.fsdp = fsdp.is_fsdp(acc)
         self._check_launch(args, (policy, self.ref_model, value_model, reward_model))
         critic = ValueModel(value_model)
         self.actor, self.actor_optimizer = engines.prepare_trained(
@@ -222,9 +226,11 @@ class PPOTrainer:
             self.ref_model = engines.prepare_frozen(acc, self.ref_model.eval().requires_grad_(False))
         reward_context = nullcontext
         if self.shares_reward_model:  # the critic's LoRA and head stay trainable; the disabled adapter is the RM
-            reward_model, reward_context = self.unwrapped_critic.model, self.unwrapped_critic.model.disable_adapter
+            reward_model, reward_context = self.unwrapped_critic, self.unwrapped_critic.model.disable_adapter
         elif reward_model is not None:
-            reward_model = engines.prepare_frozen(acc, reward_model.eval().requires_grad_(False))
+            reward_model = reward_model.eval().requires_grad_(False)
+            # under FSDP the module called must be the sharded root, so the reward model is sharded as it is read
+            reward_model = engines.prepare_frozen(acc, ValueModel(reward_model) if self.fsdp else reward_model)
         self.scorer = scoring.RewardScorer(
             processing_class, reward_model, reward_funcs, reward_processing_class, args.local_rollout_forward_batch_size,
             reward_context,
@@ -313,7 +319,20 @@ class PPOTrainer:
                               "before critic_use_peft adds one.")
 
     def _check_launch(self, args, models) -> None:
-        """Combinations the DeepSpeed launch cannot run, refused before any engine is built."""
+        """Combinations the DeepSpeed or FSDP launch cannot run, refused before any model is prepared."""
+        if self.fsdp:  # FSDP1 was refused by the config
+            if any(model is not None and _is_quantized(model) for model in models):
+                raise ConfigError(
+                    "A 4/8-bit (bitsandbytes) model is not sharded by the PPO trainer under FSDP. Train QLoRA PPO with "
+                    "accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, or load the models in 16 bits "
+                    "(load_in_4bit/load_in_8bit false) to keep fsdp.yaml."
+                )
+            if args.ema:
+                raise ConfigError(
+                    "ema keeps a whole copy of the actor on every rank, which FSDP exists to avoid. Drop ema under "
+                    "fsdp.yaml, or use deepspeed_zero2.yaml / multi_gpu.yaml, where the actor is whole."
+                )
+            return
         if not self.zero_stage:
             return
         if any(model is not None and _is_quantized(model) for model in models):
@@ -758,8 +777,11 @@ class PPOTrainer:
         if self.zero_stage:  # every rank writes its shard of the weights and of the optimizer states
             for name, engine in self._engines().items():
                 checkpoint.save_engine(engine, tmp, name)
+        elif self.fsdp:  # the same, through torch.distributed.checkpoint
+            for name, engine in self._engines().items():
+                checkpoint.save_sharded(engine, engines.stepped_optimizer(self._optimizer_of(name)), tmp, name)
         if acc.is_main_process:
-            if not self.zero_stage:
+            if not self.zero_stage and not self.fsdp:
                 self.unwrapped_actor.save_pretrained(os.path.join(tmp, "actor"))
                 self.unwrapped_critic.model.save_pretrained(os.path.join(tmp, CRITIC_SUBDIR))
             self.processing_class.save_pretrained(os.path.join(tmp, "actor"))
@@ -777,9 +799,13 @@ class PPOTrainer:
     def _engines(self) -> dict:
         return {"actor": self.actor, CRITIC_SUBDIR: self.critic}
 
+    def _optimizer_of(self, name: str):
+        return self.actor_optimizer if name == "actor" else self.critic_optimizer
+
     def _stateful(self) -> dict:
-        """What the main rank saves with torch.save (under DeepSpeed the engines hold the optimizer states)."""
-        optimizers = {} if self.zero_stage else {
+        """What the main rank saves with torch.save (under DeepSpeed and FSDP every rank saves its shard of the
+        optimizer states)."""
+        optimizers = {} if self.zero_stage or self.fsdp else {
             "optimizer_actor": self.actor_optimizer, "optimizer_critic": self.critic_optimizer,
         }
         return {**optimizers, "scheduler_actor": self.actor_scheduler, "scheduler_critic": self.critic_scheduler}
@@ -788,6 +814,9 @@ class PPOTrainer:
         if self.zero_stage:
             for name, engine in self._engines().items():
                 checkpoint.load_engine(engine, path, name)
+        elif self.fsdp:
+            for name, engine in self._engines().items():
+                checkpoint.load_sharded(engine, engines.stepped_optimizer(self._optimizer_of(name)), path, name)
         else:
             checkpoint.load_weights(self.unwrapped_actor, os.path.join(path, "actor"))
             checkpoint.load_weights(self.unwrapped_critic.model, os.path.join(path, CRITIC_SUBDIR))
@@ -814,6 +843,9 @@ class PPOTrainer:
         from ..artifacts.saving import save_model_and_tokenizer
 
         output_dir = output_dir or self.args.output_dir
+        if self.fsdp:
+            self._save_model_fsdp(output_dir, merge_lora)
+            return
         # under ZeRO-3 every rank gathers the whole weights; the main rank writes them
         with engines.gathered_for_reading([self.unwrapped_actor, self.unwrapped_critic], self.zero_stage):
             if self.accelerator.is_main_process:
@@ -824,6 +856,27 @@ class PPOTrainer:
                     self.processing_class.save_pretrained(os.path.join(output_dir, EMA_SUBDIR))
                 self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE))
                 save_model_and_tokenizer(self.unwrapped_actor, self.processing_class, output_dir, merge_lora)
+        self.accelerator.wait_for_everyone()
+
+    def _save_model_fsdp(self, output_dir: str, merge_lora: bool) -> None:
+        """`save_model` under FSDP: every rank gathers the state dicts, the main rank writes them as
+        `save_pretrained` would (a LoRA model: its adapter)."""
+        if merge_lora:
+            raise ConfigError("merge_lora is not available under FSDP (the actor's weights are sharded): save the "
+                              "adapter and merge it on one device, or train with multi_gpu.yaml (DDP) or "
+                              "single_gpu.yaml.")
+        actor_state = fsdp.full_state_dict(self.actor)
+        critic_state = fsdp.full_state_dict(self.critic)
+        if self.accelerator.is_main_process:
+            critic_dir = os.path.join(output_dir, CRITIC_SUBDIR)
+            # the critic's keys are those of ValueModel, whose network is `model`
+            self.unwrapped_critic.model.save_pretrained(
+                critic_dir, state_dict={k.removeprefix("model."): v for k, v in critic_state.items()}
+            )
+            self.processing_class.save_pretrained(critic_dir)
+            self.unwrapped_actor.save_pretrained(output_dir, state_dict=actor_state)
+            self.processing_class.save_pretrained(output_dir)
+            self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE))
         self.accelerator.wait_for_everyone()
 
     def push_to_hub(self, commit_message: str = "End of training", revision: str | None = None):

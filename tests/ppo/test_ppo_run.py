@@ -34,13 +34,6 @@ def test_invalid_settings_are_rejected_by_the_config(tmp_path, overrides, messag
         ppo_config(tmp_path, **overrides)
 
 
-def test_an_fsdp_launch_is_refused_with_the_configs_that_work(tmp_path, monkeypatch):
-    ppo_config(tmp_path)  # the same settings pass with DDP
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for fsdp.yaml
-    with pytest.raises(ConfigError, match=r"does not run under FSDP .*deepspeed_zero3.yaml"):
-        ppo_config(tmp_path)
-
-
 @pytest.fixture
 def no_loading(monkeypatch):
     """Fails the test if a model or the data is loaded."""
