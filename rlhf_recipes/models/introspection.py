@@ -4,6 +4,7 @@ import dataclasses
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
+from transformers.modeling_utils import set_zero3_state
 
 from .config import ModelArguments
 from .gguf import resolve_model_path
@@ -40,7 +41,9 @@ def parameter_count(config: PretrainedConfig, task: str = "causal-lm", trust_rem
     """Parameters of the model `config` describes, counted on the meta device (no memory, no weights)."""
     value_head = task != "causal-lm" and not has_native_score_head(config)
     auto_class = AutoModelForCausalLM if task == "causal-lm" or value_head else AutoModelForSequenceClassification
-    with torch.device("meta"):
+    # set_zero3_state: under a ZeRO-3 launch (zero3_init_flag) from_config would partition the meta model and
+    # then copy into its meta RoPE buffers ("Cannot copy out of meta tensor"); a count needs neither
+    with torch.device("meta"), set_zero3_state():
         model = auto_class.from_config(config, trust_remote_code=trust_remote_code)
     # a value-head model is the causal LM's body plus one score row; counting its LM head too is an upper bound
     extra = config.get_text_config().hidden_size if value_head else 0

@@ -30,6 +30,7 @@ FAMILY = {
     "opt-1.3b": "opt",
     "opt-1.3b-lora": "opt",
     "qwen2.5-1.5b-zh": "qwen2",
+    "qwen2.5-7b-zh": "qwen2",
     "glm-4-9b-qlora": "glm4",
     "chatglm3-6b-lora": "glm",
     "smollm2-135m": "llama",
