@@ -83,7 +83,8 @@ def _draw_plots(run: RunArtifacts) -> dict[str, str | None]:
         points = {STAGE_LABELS.get(stage, stage): (m["lm_loss"], scale * m.get(key, float("nan")))
                   for stage, m in lm_loss_stages(run.evaluation).items()}
         drawn["alignment_tax"] = plot_alignment_tax(points, ylabel, target("alignment_tax.png"),
-                                                    "Alignment tax: held-out LM loss against what each stage bought")
+                                                    "Alignment tax: held-out LM loss against what each stage bought",
+                                                    percent=scale == 100.0)
     return {stage: (f"{PLOTS_DIR}/{Path(path).name}" if path else None) for stage, path in drawn.items()}
 
 

@@ -157,9 +157,11 @@ def plot_stage_bars(values: dict[str, dict[str, float]], metrics: dict[str, str]
     return path
 
 
-def plot_alignment_tax(points: dict[str, tuple[float, float]], ylabel: str, path: str, title: str) -> str | None:
-    """One point per stage at (held-out LM loss, headline metric), joined in stage order: moving right is the
-    alignment tax, moving up what the stage bought with it. None (no file) with fewer than two stages."""
+def plot_alignment_tax(points: dict[str, tuple[float, float]], ylabel: str, path: str, title: str,
+                       percent: bool = False) -> str | None:
+    """One point per stage at (held-out LM loss, headline metric; `percent`: y in %, as in the tables), joined in
+    stage order: moving right is the alignment tax, moving up what the stage bought with it. None (no file) with
+    fewer than two stages."""
     points = {stage: xy for stage, xy in points.items() if all(isinstance(v, int | float) and math.isfinite(v) for v in xy)}
     if len(points) < 2:
         return None
@@ -168,11 +170,15 @@ def plot_alignment_tax(points: dict[str, tuple[float, float]], ylabel: str, path
     axis.plot(xs, ys, linestyle=":", color="0.6", zorder=1)
     for (stage, (x, y)), (_, marker) in zip(points.items(), STYLES * len(points)):
         axis.scatter([x], [y], marker=marker, s=60, label=stage, zorder=2)
-        axis.annotate(f"{stage}\n{x:.3f} nats/token", (x, y), textcoords="offset points", xytext=(8, -4), fontsize=8)
+        value = f"{y:.1f}%" if percent else f"{y:+.3f}"
+        axis.annotate(f"{stage}\n{x:.3f} nats/token, {value}", (x, y), textcoords="offset points", xytext=(8, -4),
+                      fontsize=8)
     axis.set_xlabel("held-out LM loss (nats/token; lower is better)")
     axis.set_ylabel(ylabel)
     span = max(xs) - min(xs) or 1.0
     axis.set_xlim(min(xs) - 0.1 * span, max(xs) + 0.35 * span)
+    if percent:
+        axis.set_ylim(-3, 105)
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
