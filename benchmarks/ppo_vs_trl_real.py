@@ -26,6 +26,7 @@ and where an update's time goes (`UpdateTimer`): sampling, the rollout passes af
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ppo_vs_trl_real.py [--variants ours trl_gc_neutralised] [--repeats 3]
            [--updates 12] [--warmup 2] [--batch_size 16] [--response_length 128] [--tag X] [--tiny]
+           [--device cpu|cuda] [--dtype float32|bfloat16]
 Writes benchmarks/results/ppo_vs_trl_real<tag>.json and .md. Needs benchmarks/.venv-trl111 for the trl
 variants (`bash benchmarks/setup_trl111.sh`). One update of SmolLM2 at batch 8, response 128 takes minutes on
 one CPU thread. `--tiny` runs the same harness on a random-init tiny OPT in about a minute (a plumbing check;
@@ -119,7 +120,7 @@ def run(args) -> dict:
                     learning_rate=args.learning_rate, temperature=args.temperature,
                     gradient_accumulation_steps=args.gradient_accumulation_steps,
                     local_rollout_forward_batch_size=args.local_rollout_forward_batch_size,
-                    max_prompt_length=args.max_prompt_length)
+                    max_prompt_length=args.max_prompt_length, device=args.device, dtype=args.dtype)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ppo-bench-real-") as tmp:
         scratch = Path(tmp)
@@ -142,29 +143,57 @@ def run(args) -> dict:
                 share = result["positions"]["total"]["real_share"]
                 print(f"  repeat {repeat} {variant:>19}: median {seconds:.2f} s/update, real-token share {share:.3f}",
                       flush=True)
-    tokens = args.batch_size * args.response_length
-    summary = {
-        variant: {**base.summarise(variant_runs, args.warmup, tokens), "positions": position_shares(variant_runs),
-                  "phases": phases(variant_runs, args.warmup)}
-        for variant, variant_runs in runs.items()
-    }
-    ours_over = base.ratios(summary, "ours", base.TRL_VARIANTS)
+    environment = base.environment() if any(v.startswith("trl") for v in args.variants) else {
+        "machine": cpu_model(), "git": base.git_state()}  # with a trl variant: versions of both venvs too
+    if args.device == "cuda":
+        environment["machine"] += f"; GPU: {torch.cuda.get_device_name(0)}"
     return {
-        # with a trl variant: versions of both venvs; the CPU model and git state always
-        "environment": base.environment() if any(v.startswith("trl") for v in args.variants) else {
-            "machine": cpu_model(), "git": base.git_state()},
+        "environment": environment,
         "settings": {**settings, "response_length": args.response_length, "updates": args.updates,
                      "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "ours_max_grad_norm": args.max_grad_norm, "reward_model": args.reward_model or "untrained head"},
         "prompts": prompts,
         "command": "OMP_NUM_THREADS=1 python benchmarks/ppo_vs_trl_real.py " + shlex.join(sys.argv[1:]),
         "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-        "variants": summary,
-        "ours_over": {
-            baseline: {"ratio_wall": r["seconds_per_update"], "ratio_cpu": r["cpu_seconds_per_update"]}
-            for baseline, r in ours_over.items()
-        },
-        "runs": runs,
+        **summarise(runs, args.warmup, args.batch_size * args.response_length),
+    }
+
+
+def summarise(runs: dict, warmup: int, tokens_per_update: int) -> dict:
+    """Per variant: `ppo_vs_trl.summarise` (medians over timed updates), real-token shares, the phase split and
+    `all_updates` (means over every update, warm-up included, and training CPU seconds per 1000 positions the
+    policy computes in training); `ours_over`: ratio_wall and ratio_cpu (medians), ratio_cpu_all_updates."""
+    summary = {
+        variant: {**base.summarise(variant_runs, warmup, tokens_per_update), "positions": position_shares(variant_runs),
+                  "phases": phases(variant_runs, warmup), "all_updates": all_updates(variant_runs)}
+        for variant, variant_runs in runs.items()
+    }
+    ours_over = {}
+    for baseline, r in base.ratios(summary, "ours", base.TRL_VARIANTS).items():
+        ours_over[baseline] = {
+            "ratio_wall": r["seconds_per_update"], "ratio_cpu": r["cpu_seconds_per_update"],
+            "ratio_cpu_all_updates": summary["ours"]["all_updates"]["cpu_seconds_per_update"]
+            / summary[baseline]["all_updates"]["cpu_seconds_per_update"],
+        }
+    return {"variants": summary, "ours_over": ours_over, "runs": runs}
+
+
+def all_updates(runs: list[dict]) -> dict:
+    """Means over every update of every repeat (warm-up included: with few updates the medians rest on 2-3
+    rollouts whose sampled lengths differ between the trainers), and training CPU per 1000 policy positions."""
+    def mean(key):
+        return statistics.fmean(x for r in runs for x in r[key])
+
+    training_cpu = sum(sum(r["training_cpu_seconds"]) for r in runs)
+    policy_positions = sum(r["positions"]["policy"]["positions"] for r in runs)
+    return {
+        "updates": sum(len(r["update_seconds"]) for r in runs),
+        "seconds_per_update": mean("update_seconds"),
+        "cpu_seconds_per_update": mean("update_cpu_seconds"),
+        "sampling_cpu_seconds_per_update": mean("sampling_cpu_seconds"),
+        "training_cpu_seconds_per_update": mean("training_cpu_seconds"),
+        "policy_training_positions_per_update": policy_positions / sum(len(r["update_seconds"]) for r in runs),
+        "training_cpu_seconds_per_1k_policy_positions": 1000 * training_cpu / policy_positions,
     }
 
 
@@ -175,6 +204,11 @@ def check_update_count(variant: str, result: dict, updates: int) -> None:
     if timed != updates:
         sys.exit(f"{variant} timed {timed} PPO updates, not --updates {updates}: its worker maps batch size and "
                  "updates onto its trainer's config differently (total_episodes / rollout batch); nothing written.")
+
+
+def cpu_has_native_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_model() -> str:
@@ -211,17 +245,27 @@ def markdown(results: dict) -> str:
         )
     lines += ["", "Where the time goes (median s per timed update, wall / CPU): sampling; rollout passes after it "
               "(reference, value, reward, advantages); training (PPO epochs, optimizer steps).", "",
-              "| variant | sampling | rollout passes | training |", "|---|---|---|---|"]
+              "| variant | sampling | rollout passes | training | all updates incl. warm-up: CPU s/update | "
+              "policy positions per update in training | training CPU s per 1000 of them |", "|---|---|---|---|---|---|---|"]
     for variant, v in results["variants"].items():
-        ph = v["phases"]
+        ph, every = v["phases"], v["all_updates"]
         lines.append(f"| {variant} | " + " | ".join(
             f"{ph['wall'][part]:.1f} / {ph['cpu'][part]:.1f}" for part in ("sampling", "rollout_passes", "training"))
-            + " |")
+            + f" | {every['cpu_seconds_per_update']:.1f} | {every['policy_training_positions_per_update']:.0f} | "
+            f"{every['training_cpu_seconds_per_1k_policy_positions']:.1f} |")
+    for baseline, r in results["ours_over"].items():
+        lines.append(f"\nOurs / {baseline}, mean CPU over all updates (warm-up included): "
+                     f"{r['ratio_cpu_all_updates']:.2f}x.")
     curves = {variant: v["reward_curve"] for variant, v in results["variants"].items()}
     lines += ["", "Reward curve (mean rollout score per update, mean over repeats; update 1 is warm-up too):", "",
               "| update | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
     lines += [f"| {k + 1} | " + " | ".join(f"{c[k]:.3f}" for c in curves.values()) + " |"
               for k in range(min(map(len, curves.values())))]
+    lines += ["", f"Scores come from the reward model `{results['settings']['reward_model']}` (an untrained head scores "
+              "nothing a user wants). trl 1.11 builds its masks from `input_ids != pad_token_id`; SmolLM2's pad is its "
+              "EOS `<|im_end|>`, so trl masks every `<|im_end|>` (also those closing the prompt's turns) and reads the "
+              "score at the token before the stop token, where ours reads it at the stop token: the two curves are "
+              "not on one scale."]
     return "\n".join(lines) + "\n"
 
 
@@ -248,14 +292,30 @@ def main() -> None:
     parser.add_argument("--max_prompt_length", type=int, default=256)
     parser.add_argument("--reward_model", default=None, help="a trained SmolLM2-135M reward model directory")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="both sides")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the dtype all four models are loaded in, both sides (trl 1.11 ignores its bf16 flag)")
     parser.add_argument("--max_grad_norm", type=float, default=1.0, help="ours; trl 1.11 never clips")
     parser.add_argument("--results-dir", type=Path, default=base.HERE / "results")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--resummarise", type=Path, metavar="JSON",
+                        help="recompute a results JSON's summary and markdown from its runs, in place (no run)")
     parser.add_argument("--tiny", action="store_true",
                         help="a random-init tiny OPT workload instead of SmolLM2: checks the harness in seconds")
     args = parser.parse_args()
+    if args.resummarise:
+        results = json.loads(args.resummarise.read_text())
+        s = results["settings"]
+        results.update(summarise(results["runs"], s["warmup"], s["batch_size"] * s["response_length"]))
+        base.write_results(args.resummarise.parent, args.resummarise.stem, results, markdown(results))
+        return
     if not 0 <= args.warmup < args.updates:
         parser.error(f"--warmup ({args.warmup}) must be below --updates ({args.updates}): no update would be timed")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here; run on a GPU machine or use --device cpu")
+    if args.device == "cpu" and args.dtype == "bfloat16" and not (args.tiny or cpu_has_native_bf16()):
+        parser.error("--dtype bfloat16 on a CPU without avx512_bf16/amx_bf16 is emulated (about 20x slower than "
+                     "float32 here): use --dtype float32, or --device cuda")
     if not base.TRL_PYTHON.exists() and any(v.startswith("trl") for v in args.variants):
         sys.exit(f"{base.TRL_PYTHON} missing: run `bash benchmarks/setup_trl111.sh` first.")
     results = run(args)
