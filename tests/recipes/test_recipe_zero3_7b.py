@@ -60,7 +60,7 @@ def test_qwen25_7b_ppo_recipe_runs_two_steps_on_two_zero3_ranks(tiny_models, sho
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=600)
+        output, _ = process.communicate(timeout=1200)  # minutes on a loaded 2-core machine
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
