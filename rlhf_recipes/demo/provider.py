@@ -15,7 +15,9 @@ from .metrics import HELDOUT_CORPUS_TEXTS, gold_metrics, heldout_corpus, ranked_
 from .task import TaskSettings, gold_answer, is_hard, parse_prompt
 
 # Each stage's file is entirely its own: SFT and the reward model take the whole file (shuffled),
-# PPO its prompts and ptx texts whole, in file order.
+# PPO its prompts and ptx texts whole, in file order. The evaluation also records how many held-out corpus
+# texts its LM loss is measured on (`heldout_lm_texts`), so a run evaluated before that measure existed is
+# evaluated again.
 STAGE_DATA = {
     "pretrain": {"dataset_name": "corpus", "data_split": "1,0,0"},
     "sft": {"dataset_name": "sft", "data_split": "1,0,0"},
