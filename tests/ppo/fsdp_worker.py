@@ -9,7 +9,7 @@ each model's weights are sharded, the FSDP all-gathers made entering the rollout
 and elsewhere, and sums of the final actor and critic weights (whole, gathered).
 `pause_after_first_save`: after the first checkpoint, both ranks write their pid to OUTPUT_DIR/saved-<rank>
 and wait to be killed. With CUDA (benchmarks/gpu_check.sh) it runs on the GPUs through accelerate's own FSDP
-path, on EXPECTED_RANKS ranks (default 2).
+path, on EXPECTED_RANKS ranks (default 2), in the launch's `--mixed_precision` (the tests: no).
 """
 
 import json
@@ -50,7 +50,8 @@ overrides = dict(critic_use_peft=True, ptx_coef=0.5) if lora else {}
 args = tiny.args(output_dir, max_steps=max_steps, per_device_train_batch_size=4, num_mini_batches=2, num_ppo_epochs=2,
                  gradient_accumulation_steps=2, save_strategy="steps", save_steps=2, max_grad_norm=0.5,
                  critic_learning_rate=1e-3, resume_from_checkpoint=mode == "resume" or None,
-                 use_cpu=not torch.cuda.is_available(), **overrides)
+                 use_cpu=not torch.cuda.is_available(),
+                 bf16=os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16", **overrides)  # the launch's precision
 models = dict(value_model=tiny.value(), reward_model=tiny.value(seed=5))
 if lora:
     models = dict(reward_model=tiny.value(seed=5), ptx_dataset=tiny.dataset().rename_column("prompt", "text"),
