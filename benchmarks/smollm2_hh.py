@@ -42,6 +42,7 @@ TEST = REPO.parent / "shared" / "data" / "hh_rlhf_helpful_base_test_sample.jsonl
 POOL = REPO.parent / "shared" / "data" / "hh_rlhf_helpful_train_pool.jsonl"
 BASE = "smollm2-135m-instruct"
 STAGES = ("sft", "reward", "eval_rm", "ppo", "ppo_ptx", "evaluate")
+POLICIES = ("base", "sft", "ppo", "ppo_ptx")
 PROBES = (
     "How does a telescope work?",
     "Why do birds migrate south for the winter?",
@@ -155,7 +156,7 @@ def lm_loss(model, tokenizer, texts: list[str], max_length: int = 256) -> float:
     return total / count
 
 
-def evaluate(work: Path, num_prompts: int, num_texts: int) -> dict:
+def evaluate(work: Path, num_prompts: int, num_texts: int, only: list[str] | None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -180,10 +181,12 @@ def evaluate(work: Path, num_prompts: int, num_texts: int) -> dict:
     def load(path):
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
-    policies = {"base": resolve_model_path(BASE), "sft": work / "sft" / "merged", "ppo": work / "ppo",
-                "ppo_ptx": work / "ppo_ptx"}
-    policies = {name: path for name, path in policies.items() if Path(path).joinpath("config.json").exists()}
-    sft = load(policies["sft"])
+    # A LoRA stage with merge_lora saves its adapter in output_dir and the merged model in output_dir/merged.
+    policies = {"base": resolve_model_path(BASE), "sft": work / "sft" / "merged", "ppo": work / "ppo" / "merged",
+                "ppo_ptx": work / "ppo_ptx" / "merged"}
+    policies = {name: path for name, path in policies.items()
+                if Path(path).joinpath("config.json").exists() and (not only or name in only)}
+    sft = load(work / "sft" / "merged")
     rows, probes = {}, {}
     for name, path in policies.items():
         start, cpu = time.time(), time.process_time()
@@ -200,6 +203,7 @@ def evaluate(work: Path, num_prompts: int, num_texts: int) -> dict:
             ref = sequence_logprobs(Tempered(sft, temperature), tokenizer, prompts, responses, 8, max_prompt)
             row.update({
                 "rm_score": scores.mean().item(), "rm_score_sem": (scores.std() / len(scores) ** 0.5).item(),
+                "rm_scores": [round(x, 4) for x in scores.tolist()],
                 "ppo_objective": (scores - penalty * (1 - ended)).mean().item(),
                 "kl_to_sft": (own - ref).mean().item(), "eos_rate": ended.mean().item(),
                 "length_tokens": sum(map(len, responses)) / len(responses),
@@ -216,7 +220,9 @@ def evaluate(work: Path, num_prompts: int, num_texts: int) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# SmolLM2-135M-Instruct on HH-RLHF helpful, end to end on a CPU", "",
-             f"CPU: {result['cpu']} ({os.cpu_count()} cores). Command: `{result['command']}`", "",
+             f"CPU: {result['cpu']} ({os.cpu_count()} cores). Made by these invocations, in this order (a stage "
+             "recorded in stages.json is not run again; independent stages ran in parallel invocations):", "",
+             *[f"- `{c}`" for c in result.get("commands", [])], "",
              "| stage | command | wall s | CPU s | peak RSS GB | load avg (1 min) before/after "
              "| trainer s/step (steps) |",
              "|---|---|---|---|---|---|---|"]
@@ -237,11 +243,19 @@ def markdown(result: dict) -> str:
                   f"{evaluation['temperature']} (up to {evaluation['response_length']} tokens); LM loss on "
                   f"{evaluation['num_lm_texts']} test-sample conversations (chat text / raw transcript).", "",
                   "| policy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for name, row in evaluation["policies"].items():
+        policies = {name: evaluation["policies"][name] for name in POLICIES if name in evaluation["policies"]}
+        for name, row in policies.items():
             cells = [f"{row[k]:.3f}" if k in row else "" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for name in ("ppo", "ppo_ptx"):
+            if "rm_scores" in policies.get(name, {}) and "rm_scores" in policies.get("sft", {}):
+                diff = [x - y for x, y in zip(policies[name]["rm_scores"], policies["sft"]["rm_scores"], strict=True)]
+                mean = sum(diff) / len(diff)
+                sem = (sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff)) ** 0.5
+                lines.append(f"\n{name} - sft, RM score on the same prompts: {mean:+.3f} (paired SEM {sem:.3f}, "
+                             f"n {len(diff)}; {sum(d > 0 for d in diff)} of {len(diff)} prompts higher).")
         probes = evaluation["probes"]
-        models = [m for m in probes if m != "prompts"]
+        models = [m for m in POLICIES if m in probes]
         lines += ["", "Probe prompts, greedy, up to 128 tokens:", "", "| prompt | " + " | ".join(models) + " |",
                   "|---" * (len(models) + 1) + "|"]
         for i, prompt in enumerate(probes["prompts"]):
@@ -259,12 +273,16 @@ def main() -> None:
                         help="eval-rm skips (and counts) held-out pairs longer than this; default: score all 400.")
     parser.add_argument("--num_eval_prompts", type=int, default=32)
     parser.add_argument("--num_lm_texts", type=int, default=32)
+    parser.add_argument("--eval_policies", nargs="+", choices=POLICIES, default=None,
+                        help="evaluate only these policies, merged into earlier results (to run them in parallel).")
     args = parser.parse_args()
     work = (REPO / args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "stages.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
-    state.update(cpu=cpu_model(), command="python benchmarks/smollm2_hh.py " + " ".join(sys.argv[1:]))
+    command = (f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python benchmarks/smollm2_hh.py "
+               + " ".join(sys.argv[1:]))
+    state["cpu"] = cpu_model()
     for name in args.stages:
         if name in state["stages"] or (name == "evaluate"):
             continue
@@ -273,16 +291,29 @@ def main() -> None:
             record["trainer"] = trainer_runtime(work / name)
         # Re-read: independent stages (sft and reward, ppo and ppo_ptx) may run in parallel invocations.
         if state_path.exists():
-            state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k not in ("cpu", "command")})
+            state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k != "cpu"})
         state["stages"][name] = record
         if name == "eval_rm":
             state["reward_accuracy"] = reward_accuracy(work)
         state_path.write_text(json.dumps(state, indent=1, ensure_ascii=False))
     if "evaluate" in args.stages:
         start, cpu = time.time(), time.process_time()
-        state["evaluation"] = evaluate(work, args.num_eval_prompts, args.num_lm_texts)
-        state["evaluation"].update(wall_s=round(time.time() - start, 1), cpu_s=round(time.process_time() - cpu, 1))
+        result = evaluate(work, args.num_eval_prompts, args.num_lm_texts, args.eval_policies)
+        if state_path.exists():
+            state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k != "cpu"})
+        earlier = state.get("evaluation", {}) if args.eval_policies else {}
+        result["policies"] = {**earlier.get("policies", {}), **result["policies"]}
+        result["probes"] = {**earlier.get("probes", {}), **result["probes"]}
+        result["cpu_s_by_run"] = {**earlier.get("cpu_s_by_run", {}),
+                                  " ".join(args.eval_policies or ["all"]): round(time.process_time() - cpu, 1)}
+        result["wall_s_by_run"] = {**earlier.get("wall_s_by_run", {}),
+                                   " ".join(args.eval_policies or ["all"]): round(time.time() - start, 1)}
+        state["evaluation"] = result
         state_path.write_text(json.dumps(state, indent=1, ensure_ascii=False))
+    if state_path.exists():
+        state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k != "cpu"})
+    state["commands"] = [*state.get("commands", []), command]
+    state_path.write_text(json.dumps(state, indent=1, ensure_ascii=False))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "smollm2_hh.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
     (RESULTS / "smollm2_hh.md").write_text(markdown(state))
