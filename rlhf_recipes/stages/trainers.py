@@ -8,7 +8,9 @@ The HF Trainer already saves and restores model, optimizer, scheduler, RNG and d
 - a stop with a clear error, before the optimizer step, when the gradient norm is not finite
   (a NaN/inf loss or an overflow), instead of `logging_nan_inf_filter` hiding it from the logs;
 - `data_order.jsonl` (`rlhf_recipes.artifacts.data_order`), the samples of each step;
-- counted, logged drops of rows TRL filters for length, and an error when none are left.
+- counted, logged drops of rows TRL filters for length, and an error when none are left;
+- plain-text rows tokenized in one batched call (`pretokenize`) rather than TRL's per-row `map`, and
+  reward batches padded in one array (`preference_collator`).
 """
 
 import logging
@@ -20,10 +22,13 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from transformers.trainer import TRAINER_STATE_NAME
 from trl import RewardTrainer, SFTTrainer
+from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..artifacts import checkpointing
 from ..data.errors import DataError
 from ..artifacts.data_order import DataOrderLog
+from .preference_collator import PreferenceCollator
+from .pretokenize import preference_ids, sft_ids
 
 logger = logging.getLogger("rlhf_recipes")
 
@@ -122,7 +127,9 @@ class ReliableSFTTrainer(ReliableTrainerMixin, SFTTrainer):
     length_fix = "Raise max_length (up to the model's positions), or set truncation_mode: keep_end."
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        prepared = super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        tokenized = None if formatting_func is not None else sft_ids(dataset, processing_class, args.dataset_text_field)
+        prepared = super()._prepare_dataset(tokenized if tokenized is not None else dataset, processing_class, args,
+                                            packing, formatting_func, dataset_name)
         if isinstance(dataset, Dataset) and not packing and args.max_length is not None:
             self._account_for_length(dataset, prepared, dataset_name, args.max_length)
             cut = _rows_of_length(prepared, args.max_length)
@@ -137,8 +144,16 @@ class ReliableRewardTrainer(ReliableTrainerMixin, RewardTrainer):
     drop_reason = "TRL's RewardTrainer leaves out pairs whose chosen or rejected text is longer than max_length={max_length} tokens"
     length_fix = "Raise max_length (up to the model's positions), or use shorter pairs."
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.data_collator) is DataCollatorForPreference:  # TRL's default: the same batches, built faster
+            self.data_collator = PreferenceCollator(self.data_collator.pad_token_id,
+                                                    self.data_collator.pad_to_multiple_of)
+
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        tokenized = preference_ids(dataset, processing_class)
+        prepared = super()._prepare_dataset(tokenized if tokenized is not None else dataset, processing_class, args,
+                                            dataset_name)
         if isinstance(dataset, Dataset) and args.max_length is not None:
             self._account_for_length(dataset, prepared, dataset_name, args.max_length)
         return prepared
