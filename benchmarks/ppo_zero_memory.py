@@ -252,7 +252,8 @@ def markdown(result: dict) -> str:
         "reward model. `other ZeRO buffers` (left out of it) are DeepSpeed's communication buffers, allocated per "
         "trained engine at its default sizes (e.g. the 5e8-element reduce bucket): on a CPU most of their pages are "
         "never touched (the peak RSS stays below the sum), on a GPU they are real memory (in bf16 about 1 GB per "
-        "engine; counted in the estimate's working buffers). Under DDP the reducer's gradient buckets (one more gradient copy) are not reachable from "
+        "engine; counted in the estimate's working buffers). Under DDP the reducer's gradient buckets (one more "
+        "gradient copy) are not reachable from "
         "Python and are left out; they are inside the peak RSS.",
         "- ZeRO in fp32 keeps a separate fp32 master partition beside the (fp32) module weights, so a trained "
         "parameter costs 4/N + 4/N + (4 + 8)/N bytes under ZeRO-3 instead of DDP's 4 + 4 + 8; with bf16 weights "
@@ -330,7 +331,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppo-zero-memory-") as root:
         for variant in [] if args.collect else args.variants:
             try:
-                rows[variant] = summarise(variant, run_variant(variant, Path(root), SMOKE_MODEL if args.smoke else MODEL))
+                model = SMOKE_MODEL if args.smoke else MODEL
+                rows[variant] = summarise(variant, run_variant(variant, Path(root), model))
             except (RuntimeError, subprocess.TimeoutExpired) as error:  # report the others, say which failed
                 failed[variant] = str(error)[-4000:]
                 print(failed[variant], file=sys.stderr)

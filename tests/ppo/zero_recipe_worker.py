@@ -14,8 +14,6 @@ import json
 import os
 import sys
 
-import torch
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "distributed"))
 import cpu_deepspeed  # noqa: E402,F401  (no DeepSpeed op compiled on this CPU machine)
