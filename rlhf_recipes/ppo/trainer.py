@@ -236,7 +236,8 @@ class PPOTrainer:
             reward_context,
         )
         self.shaper = ScoreShaper(args)
-        self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False) if args.ema else None
+        # fp32: in bf16 an update of (1 - ema_decay) x a small difference rounds away and the EMA never moves.
+        self.ema = copy.deepcopy(self.unwrapped_actor).requires_grad_(False).float() if args.ema else None
         if self.ema is not None:
             live = dict(self.unwrapped_actor.named_parameters())
             pairs = [(p, live[n].detach()) for n, p in self.ema.named_parameters() if live[n].requires_grad]
@@ -683,7 +684,7 @@ class PPOTrainer:
     def _update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * actor, over trainable parameters (DeepSpeed-Chat)."""
         ema, live = self._ema_pairs
-        torch._foreach_lerp_(ema, live, 1.0 - self.args.ema_decay)
+        torch._foreach_lerp_(ema, [p.to(e.dtype) for e, p in zip(ema, live, strict=True)], 1.0 - self.args.ema_decay)
 
     # ----------------------------------------------------------------------------- evaluation
 

@@ -109,6 +109,21 @@ def test_ema_is_the_decayed_average_of_the_actor(tiny, tmp_path):
     assert (tmp_path / "ema" / "model.safetensors").is_file()
 
 
+def test_ema_of_a_bf16_actor_is_kept_in_fp32_so_small_updates_are_not_rounded_away(tiny, tmp_path):
+    args = tiny.args(tmp_path, max_steps=1, ema=True, ema_decay=0.992)
+    trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy().to(torch.bfloat16), value_model=tiny.value(),
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+    key = "model.decoder.layers.0.fc1.weight"
+    live, ema = trainer.unwrapped_actor.state_dict()[key], trainer.ema.state_dict()[key]
+    assert ema.dtype == torch.float32
+    start = ema.clone()
+    with torch.no_grad():
+        live.add_(live.abs().clamp_min(1e-2) * 2.0**-6)  # a few bf16 ulps: 0.008 x that is far below one ulp
+    trainer._update_ema()
+    torch.testing.assert_close(trainer.ema.state_dict()[key], 0.992 * start + 0.008 * live.float())
+    assert not torch.equal(trainer.ema.state_dict()[key], start)
+
+
 def test_non_finite_rewards_skip_updates_then_stop_with_the_last_checkpoint_intact(tiny, tmp_path):
     calls = {"n": 0}
 
