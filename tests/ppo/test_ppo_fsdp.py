@@ -217,9 +217,7 @@ def test_ppo_fsdp_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_ppo_fsdp_lora_actor_lora_critic_and_ptx(tmp_path):
-    from conftest import Tiny
-
+def test_ppo_fsdp_lora_actor_lora_critic_and_ptx(tmp_path, tiny):
     ranks = _run_fsdp(tmp_path, 3, "lora")
 
     for rank in ranks:
@@ -229,7 +227,6 @@ def test_ppo_fsdp_lora_actor_lora_critic_and_ptx(tmp_path):
     log = _log(tmp_path)
     assert [row["step"] for row in log] == [1, 2, 3]
     assert all(row["loss/ptx"] > 0 for row in log)
-    tiny = Tiny()
     # the base weights did not move; the adapter did (its B matrices start at 0)
     base = _weight_sum(tiny.policy())
     assert ranks[0]["sum/actor"] - ranks[0]["sum/actor_trainable"] == pytest.approx(base, rel=1e-6)
