@@ -14,9 +14,10 @@ the same arithmetic. Here the lengths are real:
 Both sides get the same settings (rollout batch, minibatches with one optimizer step each, rollout chunk,
 epochs, learning rate, KL, temperature, stop token), the same prompt token ids and the same weights from disk,
 as in `ppo_vs_trl.py`, whose runner, timing and summary this script reuses (seeds = repeats, variant order
-rotated). `--gradient_accumulation_steps` splits each of our minibatches into microbatches (same gradient);
-trl 1.11 takes each minibatch as one microbatch, since its own gradient_accumulation_steps would change its
-rollout size and optimizer steps (`_trl111_worker.trl_batch_args`). Every worker must time exactly `--updates`
+rotated). trl 1.11 takes each minibatch as one microbatch, since its own gradient_accumulation_steps would change
+its rollout size and optimizer steps (`_trl111_worker.trl_batch_args`); ours does the same by default
+(`--gradient_accumulation_steps 1`; more splits our minibatches for memory, same gradient), and by default does not
+clip gradients either (`--max_grad_norm 0`), since trl 1.11 never does. Every worker must time exactly `--updates`
 updates, or the harness stops with a message.
 
 Besides time per update, each run records the share of computed token positions that are real tokens
@@ -280,8 +281,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=2,
-                        help="microbatches per minibatch, both sides (memory; ours groups rows by length across them)")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                        help="ours: at most this many microbatches per minibatch (memory; rows grouped by length and "
+                             "packed); 1 = trl 1.11's microbatch, the whole minibatch")
     parser.add_argument("--local_rollout_forward_batch_size", type=int, default=4,
                         help="rows per no-grad pass after sampling, both sides")
     parser.add_argument("--response_length", type=int, default=128)
@@ -295,7 +297,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="both sides")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="the dtype all four models are loaded in, both sides (trl 1.11 ignores its bf16 flag)")
-    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="ours; trl 1.11 never clips")
+    parser.add_argument("--max_grad_norm", type=float, default=0.0,
+                        help="ours (0 = no clipping); trl 1.11 never clips")
     parser.add_argument("--results-dir", type=Path, default=base.HERE / "results")
     parser.add_argument("--tag", default="")
     parser.add_argument("--resummarise", type=Path, metavar="JSON",

@@ -10,6 +10,12 @@ similar total lengths, which grouping by length gives: with HH-RLHF's prompts (t
 chat answers that stop early, random chunks kept in the batch's layout are about half padding
 (../shared/FIELD_NOTES.md, "real HH lengths"). Per-response-token tensors (B x R, each response from column 0)
 are read with `Chunk.response` in the chunk's layout and written back by `over_chunks`.
+
+Packed chunks (`chunks(..., pack=True)`, the PPO update on unsharded launches) hold as many length-grouped rows as
+fit in the positions of `size` untrimmed rows (the activations a microbatch of the user's size would hold), so
+short rows share one forward and backward: every call reads all the weights once, which at a few hundred positions costs as much as the tokens themselves
+(SmolLM2-135M, 1 CPU thread: ~0.44 s per forward+backward plus ~7 ms per position), and the gradients do not
+depend on how the rows are grouped (`PPOTrainer._update` weights each chunk by its tokens).
 """
 
 from collections.abc import Callable
@@ -63,15 +69,38 @@ class Chunk:
         return self._rolled(output, -1)
 
 
+def packed(rows: torch.Tensor, lengths: torch.Tensor, size: int, width: int) -> list[torch.Tensor]:
+    """`rows` longest first in consecutive groups, each as large as fits in `size` rows of `width` positions
+    (a group computes its rows x its longest length). Every group holds at least `size` rows but the last,
+    so there are never more groups than `length_grouped` makes. Rows that all fit in one group keep their
+    order (see `length_grouped`)."""
+    if len(rows) * int(lengths.max()) <= size * width:
+        return [rows]
+    groups, current = [], []
+    for index in torch.argsort(lengths, descending=True, stable=True).tolist():
+        if current and (len(current) + 1) * int(lengths[current[0]]) > size * width:
+            groups.append(current)
+            current = []
+        current.append(index)
+    groups.append(current)
+    return [rows[group] for group in groups]
+
+
 def chunks(
-    prompt_mask: torch.Tensor, response_mask: torch.Tensor, size: int, rows: torch.Tensor | None = None
+    prompt_mask: torch.Tensor, response_mask: torch.Tensor, size: int, rows: torch.Tensor | None = None,
+    pack: bool = False,
 ) -> list[Chunk]:
-    """`rows` (default: all) in length-grouped chunks of `size`, by real prompt + response tokens, each
-    cut to its real columns. A rendered sequence with no response part passes a B x 0 `response_mask`."""
+    """`rows` (default: all) in length-grouped chunks of `size` rows, by real prompt + response tokens, each
+    cut to its real columns; with `pack`, in chunks that each compute no more positions than `size`
+    untrimmed rows (`packed`). A rendered sequence with no response part passes a B x 0 `response_mask`."""
     if rows is None:
         rows = torch.arange(prompt_mask.shape[0], device=prompt_mask.device)
     lengths = prompt_mask[rows].sum(1) + response_mask[rows].sum(1)
-    return [Chunk.of(group, prompt_mask, response_mask) for group in length_grouped(rows, lengths, size)]
+    if pack:
+        groups = packed(rows, lengths, size, prompt_mask.shape[1] + response_mask.shape[1])
+    else:
+        groups = length_grouped(rows, lengths, size)
+    return [Chunk.of(group, prompt_mask, response_mask) for group in groups]
 
 
 @torch.no_grad()  # not inference_mode, for ZeRO-3 (see rollout.collect_rollout)

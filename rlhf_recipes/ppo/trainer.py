@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -557,17 +557,19 @@ class PPOTrainer:
         """num_ppo_epochs x num_mini_batches optimizer steps; None if a gradient was non-finite
         (that step and the rest of the update are skipped).
 
-        Each minibatch's rows are grouped by length into its microbatches (`microbatches`). The minibatch's
-        loss and per-token metrics are means over all of its response tokens: each microbatch's per-token
-        means are weighted by its share of them, times the accumulation steps that accelerate and DeepSpeed
-        divide by, so the gradients do not depend on how the rows are grouped. Extra actor losses (ptx) keep
-        equal weights per microbatch."""
-        args, acc = self.args, self.accelerator
+        Each minibatch's rows are grouped by length into its microbatches (`microbatches`): under DeepSpeed
+        and FSDP `gradient_accumulation_steps` of them (the engines and collectives count calls), otherwise
+        packed into as few as fit in that many untrimmed ones. The minibatch's loss and per-token metrics are
+        means over all of its response tokens: each microbatch's per-token means are weighted by its share of
+        them, so the gradients do not depend on how the rows are grouped. Extra actor losses (ptx) are means
+        over the microbatches."""
+        args = self.args
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self.state.global_step)
         batch = rollout.responses.shape[0]
         num_micro = args.num_ppo_epochs * args.num_mini_batches * args.gradient_accumulation_steps
+        pack = not (self.zero_stage or self.fsdp)
         keep_only = supports_logits_to_keep(self.unwrapped_actor)
-        stats: dict[str, list] = {}
+        sums: dict[str, torch.Tensor] = {}
         self.actor.train()
         self.critic.train()
         micro_step = 0
@@ -577,27 +579,41 @@ class PPOTrainer:
             for start in range(0, batch, args.mini_batch_size):
                 minibatch = order[start : start + args.mini_batch_size]
                 total = float(tokens[minibatch].sum())
-                for chunk in microbatches.chunks(rollout.prompt_mask, rollout.response_mask, args.micro_batch_size,
-                                                 minibatch):
-                    weight = args.gradient_accumulation_steps * float(tokens[chunk.rows].sum()) / total
-                    # DeepSpeed engines count their own accumulation steps
-                    with nullcontext() if self.zero_stage else acc.accumulate(self.actor, self.critic):
-                        terms = self._micro_losses(rollout, experience, chunk, weight, keep_only, micro_step, num_micro)
+                parts = microbatches.chunks(rollout.prompt_mask, rollout.response_mask, args.micro_batch_size,
+                                            minibatch, pack=pack)
+                for index, chunk in enumerate(parts):
+                    last = index == len(parts) - 1
+                    share = float(tokens[chunk.rows].sum()) / total
+                    with self._gradient_sync(last):
+                        terms = self._micro_losses(rollout, experience, chunk, share, len(parts), keep_only,
+                                                   micro_step, num_micro)
                         for name, value in terms.items():
-                            stats.setdefault(name, []).append(value.detach())
-                        if not self._backward_and_step(terms):
+                            if "/" in name:
+                                sums[name] = sums.get(name, 0.0) + value.detach()
+                        if not self._backward_and_step(terms, last):
                             return None
                     micro_step += 1
-        return {name: torch.stack(values).mean() for name, values in stats.items() if "/" in name}
+        steps = args.num_ppo_epochs * args.num_mini_batches
+        return {name: value / steps for name, value in sums.items()}
 
-    def _backward_and_step(self, terms: dict) -> bool:
-        """Backward of one microbatch, then the optimizer steps at an accumulation boundary; False if
+    def _gradient_sync(self, last: bool):
+        """Gradients are all-reduced at a minibatch's last microbatch only (DDP and FSDP; DeepSpeed engines
+        count their own accumulation steps)."""
+        if self.zero_stage or last:
+            return nullcontext()
+        stack = ExitStack()
+        for model in (self.actor, self.critic):
+            stack.enter_context(self.accelerator.no_sync(model))
+        return stack
+
+    def _backward_and_step(self, terms: dict, last: bool) -> bool:
+        """Backward of one microbatch, then the optimizer steps after a minibatch's `last` one; False if
         a step was refused for a non-finite gradient. Under DeepSpeed each engine backpropagates its
         own loss (their parameters are disjoint, so the gradients are those of the sum), clips its
         own norm and skips its own step when that norm is not finite (DeepSpeed's overflow check)."""
         if not self.zero_stage:
             self.accelerator.backward(terms["loss"])
-            return not self.accelerator.sync_gradients or self._optimizer_step()
+            return not last or self._optimizer_step()
         self.actor.backward(terms["actor_loss"])
         self.critic.backward(terms["critic_loss"])
         boundary = self.actor.is_gradient_accumulation_boundary()
@@ -610,8 +626,10 @@ class PPOTrainer:
             self._update_ema()
         return ok
 
-    def _micro_losses(self, rollout, experience, chunk, weight, keep_only, micro_step, num_micro) -> dict:
-        """Losses and metrics of one microbatch, its per-token means times `weight` (see `_update`)."""
+    def _micro_losses(self, rollout, experience, chunk, share, num_chunks, keep_only, micro_step, num_micro) -> dict:
+        """Losses and metrics of one of a minibatch's `num_chunks` microbatches: its per-token means times its
+        `share` of the minibatch's response tokens, extra losses over `num_chunks` (see `_update`). The losses
+        are then multiplied by the accumulation steps that accelerate and DeepSpeed divide by."""
         args = self.args
         width = chunk.response_width
         mask = chunk.response(rollout.response_mask).float()
@@ -622,21 +640,22 @@ class PPOTrainer:
         logprobs = logprobs_from_logits(logits, responses)
         values = self.critic(ids, attention)[:, -width - 1 : -1].float()
         old_logprobs = chunk.response(rollout.logprobs)
-        pg_loss, clipfrac, approxkl = (weight * term for term in policy_loss(
+        pg_loss, clipfrac, approxkl = (share * term for term in policy_loss(
             logprobs, old_logprobs, chunk.response(experience.advantages), mask, args.cliprange
         ))
-        vf_loss, vf_clipfrac = (weight * term for term in value_loss(
+        vf_loss, vf_clipfrac = (share * term for term in value_loss(
             values, chunk.response(rollout.values), chunk.response(experience.returns), mask, args.cliprange_value
         ))
         extra = self.callback_handler.compute_extra_actor_loss(
             args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
             process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
         )
-        actor_loss = pg_loss + sum(coef * term for coef, term in extra.values() if coef)
-        critic_loss = args.vf_coef * vf_loss
+        scale = args.gradient_accumulation_steps
+        actor_loss = scale * (pg_loss + sum(coef * term for coef, term in extra.values() if coef) / num_chunks)
+        critic_loss = scale * args.vf_coef * vf_loss
         with torch.no_grad():
-            entropy = weight * masked_mean(entropy_from_logits(logits), mask)
-            ratio = weight * masked_mean(torch.exp(logprobs - old_logprobs), mask)
+            entropy = share * masked_mean(entropy_from_logits(logits), mask)
+            ratio = share * masked_mean(torch.exp(logprobs - old_logprobs), mask)
         return {
             "loss": actor_loss + critic_loss,
             "actor_loss": actor_loss,
@@ -648,7 +667,7 @@ class PPOTrainer:
             "policy/entropy": entropy,
             "val/clipfrac": vf_clipfrac,
             "val/ratio": ratio,
-            **{f"loss/{name}": term for name, (_, term) in extra.items()},
+            **{f"loss/{name}": term / num_chunks for name, (_, term) in extra.items()},
         }
 
     def _optimizer_step(self) -> bool:

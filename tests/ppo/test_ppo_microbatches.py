@@ -1,6 +1,7 @@
 """Rows grouped by length and cut to their real columns (`ppo.microbatches`): the same rows, every real
 token kept, and the same rollout passes, gradients and metrics as the untrimmed, ungrouped computation."""
 
+import pytest
 import torch
 from transformers import OPTForSequenceClassification
 
@@ -43,6 +44,17 @@ def test_grouping_is_a_permutation_of_the_rows_in_groups_of_similar_length():
         assert lengths[longer].min() >= lengths[shorter].max()
     # rows that fit one group keep their order
     assert microbatches.length_grouped(rows, lengths[rows], 7)[0].tolist() == rows.tolist()
+
+
+def test_packing_fills_groups_longest_first_up_to_the_positions_of_size_untrimmed_rows():
+    lengths = torch.tensor([5, 40, 7, 33, 12, 8, 41, 6, 20, 3])
+    rows = torch.tensor([9, 1, 4, 6, 0, 3, 8, 2, 5])
+    groups = microbatches.packed(rows, lengths[rows], 2, 48)  # 96 positions per group
+    assert [lengths[g].tolist() for g in groups] == [[41, 40], [33, 20], [12, 8, 7, 5, 3]]
+    assert sorted(torch.cat(groups).tolist()) == sorted(rows.tolist())
+    assert len(groups) <= len(microbatches.length_grouped(rows, lengths[rows], 2))
+    # rows that fit in one group keep their order
+    assert microbatches.packed(rows, lengths[rows], 2, 200)[0].tolist() == rows.tolist()
 
 
 def test_a_chunk_keeps_every_real_token_and_only_grouping_shrinks_the_computed_positions(tiny):
@@ -115,8 +127,21 @@ def test_rollout_passes_give_the_untrimmed_logprobs_values_and_scores(tiny):
     torch.testing.assert_close(scorer(rollout, prompts), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minibatch(tiny, tmp_path):
-    # one minibatch of 8 rows in 4 microbatches of 2: grouped by length and cut to their real columns
+@pytest.mark.parametrize("pack, sizes", [(True, [2, 3, 3]), (False, [2, 2, 2, 2])])
+def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minibatch(tiny, tmp_path, monkeypatch,
+                                                                                      pack, sizes):
+    # one minibatch of 8 rows, gradient_accumulation_steps 4: grouped by length and cut to their real columns,
+    # packed into as few chunks as fit in the 2 x 18 positions of two untrimmed rows (lengths 14 12 | 10 9 8 |
+    # 7 5 5), or in 4 microbatches of 2 (DeepSpeed and FSDP launches); the ptx-free loss has the same gradients
+    seen_sizes = []
+    real_chunks = microbatches.chunks
+
+    def chunks(*args, **kwargs):
+        parts = real_chunks(*args, **{**kwargs, "pack": pack})
+        seen_sizes.extend(len(c.rows) for c in parts)
+        return parts
+
+    monkeypatch.setattr(microbatches, "chunks", chunks)
     args = tiny.args(tmp_path, per_device_train_batch_size=8, num_mini_batches=1, gradient_accumulation_steps=4,
                      num_ppo_epochs=1, temperature=0.7, max_prompt_length=12, response_length=6, vf_coef=0.3,
                      cliprange=0.1, cliprange_value=0.05, max_grad_norm=1e9)
@@ -164,7 +189,7 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
 
     trainer._optimizer_step = record_then_step
     metrics = trainer._update(rollout, experience)
-    assert len(seen) == 1
+    assert seen_sizes == sizes and len(seen) == 1
     for got, want in zip(seen[0], expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert set(metrics) == set(expected)
