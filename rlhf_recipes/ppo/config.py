@@ -5,7 +5,8 @@ Batch vocabulary (one "step" = one PPO update = one rollout batch):
 - `per_device_train_batch_size` prompts per rank are rolled out per step (the rollout batch);
 - each rank splits its rollout into `num_mini_batches` minibatches, one optimizer step each,
   repeated for `num_ppo_epochs` epochs;
-- a minibatch is processed in `gradient_accumulation_steps` microbatches.
+- a minibatch is processed in `gradient_accumulation_steps` microbatches, or (one process, DDP) fewer, its rows
+  packed by length into the positions that many untrimmed microbatches would compute (`ppo.microbatches`).
 This differs from TRL, where `per_device_train_batch_size` was the microbatch and the rollout
 was `per_device_train_batch_size * gradient_accumulation_steps`.
 """
@@ -152,7 +153,7 @@ class PPOConfig(TrainingArguments):
 
     @property
     def micro_batch_size(self) -> int:
-        """Rows per rank in one forward/backward pass."""
+        """Rows per rank in one forward/backward pass, untrimmed (packing may put more, shorter rows in one)."""
         return self.mini_batch_size // self.gradient_accumulation_steps
 
     def validate(self) -> None:

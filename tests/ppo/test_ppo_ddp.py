@@ -29,6 +29,11 @@ def test_two_cpu_ranks_complete_and_agree_on_the_final_weights(tmp_path, mode):
     for part in ("actor", "critic", "ema"):
         for name, weight in ranks[0][part].items():
             assert torch.equal(weight, ranks[1][part][name]), (part, name)
+    # the ranks packed their minibatches into different numbers of microbatches (at most 4, fewer where rows
+    # were short), yet synchronised once per minibatch
+    counts = [r["packed_counts"] for r in ranks]
+    assert len(counts[0]) == len(counts[1]) > 0 and set(counts[0] + counts[1]) <= {2, 3, 4}
+    assert min(counts[0] + counts[1]) < 4 and counts[0] != counts[1], counts
     # they agree because they trained together, not because nothing moved
     for part, initial in (("actor", "initial"), ("critic", "initial_critic")):
         assert any(not torch.equal(w, ranks[0][initial][n]) for n, w in ranks[0][part].items()), part
