@@ -320,32 +320,25 @@ class PPOTrainer:
                               "before critic_use_peft adds one.")
 
     def _check_launch(self, args, models) -> None:
-        """Combinations the DeepSpeed or FSDP launch cannot run, refused before any model is prepared."""
-        if self.fsdp:  # FSDP1 was refused by the config
-            if any(model is not None and _is_quantized(model) for model in models):
-                raise ConfigError(
-                    "A 4/8-bit (bitsandbytes) model is not sharded by the PPO trainer under FSDP. Train QLoRA PPO with "
-                    "accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, or load the models in 16 bits "
-                    "(load_in_4bit/load_in_8bit false) to keep fsdp.yaml."
-                )
-            if args.ema:
-                raise ConfigError(
-                    "ema keeps a whole copy of the actor on every rank, which FSDP exists to avoid. Drop ema under "
-                    "fsdp.yaml, or use deepspeed_zero2.yaml / multi_gpu.yaml, where the actor is whole."
-                )
-            return
-        if not self.zero_stage:
+        """Combinations the DeepSpeed or FSDP launch cannot run, refused before any model is prepared
+        (FSDP1 was refused by the config)."""
+        if self.fsdp:
+            launch, config_file, shards_actor = "FSDP", "fsdp.yaml", True
+        elif self.zero_stage:
+            launch, config_file = f"DeepSpeed ZeRO-{self.zero_stage}", f"deepspeed_zero{self.zero_stage}*.yaml"
+            shards_actor = self.zero_stage == 3
+        else:
             return
         if any(model is not None and _is_quantized(model) for model in models):
             raise ConfigError(
-                f"A 4/8-bit (bitsandbytes) model cannot be sharded by DeepSpeed ZeRO-{self.zero_stage}. Train QLoRA "
-                "PPO with accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, or load the models in 16 bits "
-                "(load_in_4bit/load_in_8bit false) to keep the DeepSpeed config."
+                f"A 4/8-bit (bitsandbytes) model is not sharded by the PPO trainer under {launch}. Train QLoRA PPO "
+                "with accelerate_configs/multi_gpu.yaml (DDP) or single_gpu.yaml, or load the models in 16 bits "
+                f"(load_in_4bit/load_in_8bit false) to keep {config_file}."
             )
-        if args.ema and self.zero_stage == 3:
+        if args.ema and shards_actor:
             raise ConfigError(
-                "ema keeps a whole copy of the actor on every rank, which ZeRO-3 exists to avoid. Drop ema under "
-                "deepspeed_zero3*.yaml, or use deepspeed_zero2.yaml / multi_gpu.yaml, where the actor is whole."
+                f"ema keeps a whole copy of the actor on every rank, which {launch} exists to avoid. Drop ema under "
+                f"{config_file}, or use deepspeed_zero2.yaml / multi_gpu.yaml, where the actor is whole."
             )
 
     @staticmethod

@@ -72,13 +72,21 @@ def test_ppo_fsdp_merge_lora_fails_before_loading(tmp_path, monkeypatch):
         run_module.run_ppo(ModelArguments(use_peft=True, merge_lora=True), DataArguments(), _config(tmp_path))
 
 
-@pytest.mark.parametrize(("ema", "quantized", "message"), [
-    (True, False, r"ema keeps a whole copy .*deepspeed_zero2.yaml / multi_gpu.yaml"),
-    (False, True, r"4/8-bit .*not sharded .*under FSDP.*multi_gpu.yaml"),
+@pytest.mark.parametrize(("fsdp", "zero_stage", "ema", "quantized", "message"), [
+    (True, 0, True, False, r"ema keeps a whole copy .*FSDP .*under fsdp.yaml.*deepspeed_zero2.yaml / multi_gpu.yaml"),
+    (True, 0, False, True, r"4/8-bit .*not sharded .*under FSDP.*multi_gpu.yaml"),
+    (False, 3, True, False, r"ema keeps a whole copy .*ZeRO-3 .*under deepspeed_zero3\*.yaml"),
+    (False, 2, False, True, r"4/8-bit .*under DeepSpeed ZeRO-2.*multi_gpu.yaml"),
+    (False, 2, True, False, None),  # the actor is whole under ZeRO-2
+    (False, 0, True, True, None),  # DDP or one process: both allowed
 ])
-def test_ppo_fsdp_refuses_ema_and_quantized_models_at_start(tmp_path, ema, quantized, message):
-    launch = SimpleNamespace(fsdp=True, zero_stage=0)
+def test_sharded_launches_refuse_ema_and_quantized_models_at_start(tmp_path, fsdp, zero_stage, ema, quantized,
+                                                                   message):
+    launch = SimpleNamespace(fsdp=fsdp, zero_stage=zero_stage)
     model = SimpleNamespace(hf_quantizer=object() if quantized else None)
+    if message is None:
+        PPOTrainer._check_launch(launch, _config(tmp_path, ema=ema), (model, None))
+        return
     with pytest.raises(ConfigError, match=message):
         PPOTrainer._check_launch(launch, _config(tmp_path, ema=ema), (model, None))
 
