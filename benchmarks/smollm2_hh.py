@@ -3,6 +3,7 @@ it cost, and what does PPO-ptx pay back (issue 14, items 2, 5 and 6)?
 
     python benchmarks/smollm2_hh.py [--work_dir runs/smollm2_hh] [--stages sft reward eval_rm ppo ppo_ptx evaluate]
         [--ptx_coef 1.0] [--rm_eval_max_length N] [--num_eval_prompts 32] [--num_lm_texts 32]
+        [--eval_policies base sft ppo ppo_ptx] [--results_name smollm2_hh]
 
 Each stage runs as a user runs it (`rlhf-recipes <stage> --config recipes/smollm2-135m/<stage>.yaml`, the output
 directory moved under --work_dir), in its own process, timed: wall, CPU (user + system of that process),
@@ -20,7 +21,8 @@ recorded in <work_dir>/stages.json is not run again, so the stages can be run on
   conversations, as chat text and as the raw "Human: ... Assistant: ..." transcript (pretraining-style text):
   the alignment tax; greedy answers of the base model, SFT, PPO and PPO-ptx to fixed probe prompts.
 
-Results: benchmarks/results/smollm2_hh.json and .md (with the command lines and the CPU model).
+Results: benchmarks/results/smollm2_hh.json and .md, or <--results_name>.json and .md (with the command lines
+and the CPU model).
 """
 
 import argparse
@@ -223,10 +225,13 @@ def markdown(result: dict) -> str:
              f"CPU: {result['cpu']} ({os.cpu_count()} cores). Made by these invocations, in this order (a stage "
              "recorded in stages.json is not run again; independent stages ran in parallel invocations):", "",
              *[f"- `{c}`" for c in result.get("commands", [])], "",
+             *[line for note in result.get("notes", []) for line in (f"Note: {note}", "")],
              "| stage | command | wall s | CPU s | peak RSS GB | load avg (1 min) before/after "
              "| trainer s/step (steps) |",
              "|---|---|---|---|---|---|---|"]
-    for name, rec in result["stages"].items():
+    superseded = {f"{name} (superseded)": rec for name, rec in result.get("superseded", {}).items()
+                  if not name.startswith("evaluation_")}
+    for name, rec in {**result["stages"], **superseded}.items():
         trainer = rec.get("trainer", {})
         per_step = f"{trainer['s_per_step']} ({trainer['steps']})" if trainer.get("s_per_step") else ""
         lines.append(f"| {name} | `{rec['command']}` | {rec['wall_s']} | {rec['cpu_s']} | {rec['peak_rss_gb']} | "
@@ -244,10 +249,13 @@ def markdown(result: dict) -> str:
                   f"{evaluation['num_lm_texts']} test-sample conversations (chat text / raw transcript).", "",
                   "| policy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         policies = {name: evaluation["policies"][name] for name in POLICIES if name in evaluation["policies"]}
+        # Earlier runs of a stage, kept under "superseded" with their evaluation (e.g. a shorter PPO budget).
+        policies |= {name.removeprefix("evaluation_") + " (superseded)": row
+                     for name, row in result.get("superseded", {}).items() if name.startswith("evaluation_")}
         for name, row in policies.items():
             cells = [f"{row[k]:.3f}" if k in row else "" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for name in ("ppo", "ppo_ptx"):
+        for name in [p for p in policies if p not in ("base", "sft")]:
             if "rm_scores" in policies.get(name, {}) and "rm_scores" in policies.get("sft", {}):
                 diff = [x - y for x, y in zip(policies[name]["rm_scores"], policies["sft"]["rm_scores"], strict=True)]
                 mean = sum(diff) / len(diff)
@@ -275,6 +283,8 @@ def main() -> None:
     parser.add_argument("--num_lm_texts", type=int, default=32)
     parser.add_argument("--eval_policies", nargs="+", choices=POLICIES, default=None,
                         help="evaluate only these policies, merged into earlier results (to run them in parallel).")
+    parser.add_argument("--results_name", default="smollm2_hh",
+                        help="benchmarks/results/<name>.json and .md (a replication keeps the first run's files)")
     args = parser.parse_args()
     work = (REPO / args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -315,8 +325,8 @@ def main() -> None:
     state["commands"] = [*state.get("commands", []), command]
     state_path.write_text(json.dumps(state, indent=1, ensure_ascii=False))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "smollm2_hh.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
-    (RESULTS / "smollm2_hh.md").write_text(markdown(state))
+    (RESULTS / f"{args.results_name}.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
+    (RESULTS / f"{args.results_name}.md").write_text(markdown(state))
     print(markdown(state))
 
 
