@@ -1,6 +1,8 @@
 """Test-wide settings: nothing may reach the Hub, one torch thread, and the shared data folder."""
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -43,3 +45,25 @@ def save_tiny_model():
         return str(path)
 
     return save
+
+
+@pytest.fixture(scope="session")
+def run_deepspeed_launch():
+    """`run(command, env=None) -> output`: a multi-rank DeepSpeed launch (`accelerate launch --config_file
+    deepspeed_*.yaml ...`) from the repository root in its own session, without ACCELERATE_USE_CPU (with it
+    accelerate drops DeepSpeed and runs DDP); every rank is killed if it runs past 20 minutes (minutes on a
+    loaded 2-core machine), and the test fails with the end of its output unless it exits 0."""
+
+    def run(command: list[str], env: dict | None = None) -> str:
+        env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "ACCELERATE_USE_CPU"}
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=1200)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        assert process.returncode == 0, output[-6000:]
+        return output
+
+    return run

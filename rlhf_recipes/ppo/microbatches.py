@@ -13,9 +13,10 @@ are read with `Chunk.response` in the chunk's layout and written back by `over_c
 
 Packed chunks (`chunks(..., pack=True)`, the PPO update on unsharded launches) hold as many length-grouped rows as
 fit in the positions of `size` untrimmed rows (the activations a microbatch of the user's size would hold), so
-short rows share one forward and backward: every call reads all the weights once, which at a few hundred positions costs as much as the tokens themselves
-(SmolLM2-135M, 1 CPU thread: ~0.44 s per forward+backward plus ~7 ms per position), and the gradients do not
-depend on how the rows are grouped (`PPOTrainer._update` weights each chunk by its tokens).
+short rows share one forward and backward: every call reads all the weights once, which at a few hundred
+positions costs as much as the tokens themselves (SmolLM2-135M, 1 CPU thread: ~0.44 s per forward+backward plus
+~7 ms per position), and the gradients do not depend on how the rows are grouped (`PPOTrainer._update` weights
+each chunk by its tokens).
 """
 
 from collections.abc import Callable

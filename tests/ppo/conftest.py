@@ -4,10 +4,14 @@ They run tiny models on a shared 2-core box: one intra-op thread avoids oversubs
 (several threads per process made each tiny step 10-30x slower here).
 """
 
+import os
+import sys
+import time
+
 import pytest
 import torch
 from datasets import Dataset
-from transformers import OPTConfig, OPTForCausalLM, OPTForSequenceClassification
+from transformers import OPTConfig, OPTForCausalLM, OPTForSequenceClassification, TrainerCallback
 
 from rlhf_recipes.models import build_word_tokenizer
 from rlhf_recipes.ppo import PPOConfig
@@ -59,3 +63,30 @@ class Tiny:
 @pytest.fixture
 def tiny():
     return Tiny()
+
+
+class PauseAfterSave(TrainerCallback):
+    """For the kill-and-resume tests of the multi-rank workers: each rank leaves its pid in
+    OUTPUT_DIR/saved-<rank> after its first checkpoint (torchrun gives every rank its own session, so the
+    test kills the ranks themselves) and waits."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        path = os.path.join(self.output_dir, f"saved-{int(os.environ['RANK'])}")
+        with open(path + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+        time.sleep(600)
+
+
+def finish_rank(accelerator) -> None:
+    """End a multi-rank worker with exit status 0 once every rank has written its record. Interpreter shutdown
+    (with or without `end_training()`) sometimes aborts a ZeRO-3-offload rank after all its work ("terminate
+    called without an active exception": a native thread still joinable), which fails the launch of a complete
+    run; skipping shutdown keeps these tests on what they check."""
+    accelerator.wait_for_everyone()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -4,8 +4,9 @@ Rank 1's reward function returns NaN on its second rollout only, so both ranks m
 skip that update (a rank deciding alone would hang the other in the next collective). PPO-ptx
 is on: its per-rank batches differ, so its gradients must be all-reduced for the ranks to agree.
 Each rank records how many packed microbatches each of its minibatches took: ranks may differ, and the
-gradients are still all-reduced once per minibatch. With `lora_critic` as the second argument, the policy is LoRA and the critic is the reward model
-with a LoRA adapter (`critic_use_peft`), scoring with that adapter disabled.
+gradients are still all-reduced once per minibatch. With `lora_critic` as the second argument, the policy is
+LoRA and the critic is the reward model with a LoRA adapter (`critic_use_peft`), scoring with that adapter
+disabled.
 """
 
 import os

@@ -15,34 +15,22 @@ path, on EXPECTED_RANKS ranks (default 2), in the launch's `--mixed_precision` (
 import json
 import os
 import sys
-import time
 
 import torch
 from peft import LoraConfig
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp._fully_shard import _fsdp_param_group
 from torch.distributed.tensor import DTensor
-from transformers import TrainerCallback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
 import cpu_fsdp  # noqa: E402,F401  (accelerate's FSDP2 path on CPUs)
-from conftest import Tiny  # noqa: E402
+from conftest import PauseAfterSave, Tiny, finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines, rollout  # noqa: E402
 
 output_dir, max_steps = sys.argv[1], int(sys.argv[2])
 mode = sys.argv[3] if len(sys.argv) > 3 else None
-
-
-class PauseAfterSave(TrainerCallback):
-    def on_save(self, args, state, control, **kwargs):
-        path = os.path.join(output_dir, f"saved-{int(os.environ['RANK'])}")
-        with open(path + ".tmp", "w") as handle:
-            handle.write(str(os.getpid()))
-        os.replace(path + ".tmp", path)
-        time.sleep(600)
-
 
 tiny = Tiny()
 lora = mode == "lora"
@@ -57,7 +45,7 @@ if lora:
     models = dict(reward_model=tiny.value(seed=5), ptx_dataset=tiny.dataset().rename_column("prompt", "text"),
                   peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
 trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(),
-                     callbacks=[PauseAfterSave()] if mode == "pause_after_first_save" else None, **models)
+                     callbacks=[PauseAfterSave(output_dir)] if mode == "pause_after_first_save" else None, **models)
 acc = trainer.accelerator
 assert acc.num_processes == int(os.environ.get("EXPECTED_RANKS", "2")), acc.num_processes
 
@@ -137,4 +125,4 @@ record = {
 }
 with open(os.path.join(output_dir, f"rank{acc.process_index}.json"), "w") as handle:
     json.dump(record, handle)
-acc.end_training()
+finish_rank(acc)

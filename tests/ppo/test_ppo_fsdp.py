@@ -10,9 +10,6 @@ critic with PPO-ptx. Tolerance as in test_ppo_zero.py: fp32, other summation ord
 
 import functools
 import json
-import os
-import signal
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,7 +29,8 @@ from rlhf_recipes.ppo import PPOConfig, PPOTrainer, fsdp
 from rlhf_recipes.ppo import run as run_module
 from rlhf_recipes.ppo.rollout import ValueModel
 
-from test_ppo_zero import BIN, TOLERANCE, _assert_same_updates, _finish, _log, _output, _start
+from test_ppo_zero import (BIN, _assert_same_run_as_ddp, _assert_same_updates, _finish, _kill_after_first_checkpoint,
+                           _log, _start)
 from test_ppo_zero import _command as zero_command
 
 WORKER = str(Path(__file__).with_name("fsdp_worker.py"))
@@ -160,14 +158,7 @@ def test_ppo_fsdp_logs_the_same_5_updates_as_ddp(ddp_and_fsdp):
             "FSDP", "FSDPOPTForCausalLM", "FSDPValueModel", "FSDPOPTForCausalLM", "FSDPValueModel")
         # trained and frozen models alike: every weight a DTensor, this rank holding part of them
         assert rank["sharded"] == {"actor": True, "critic": True, "ref": True, "reward": True}
-    assert _log(ddp_dir)[-1]["step"] == 5
-    _assert_same_updates(_log(fsdp_dir), _log(ddp_dir))
-    for part in ("actor", "critic"):
-        assert ranks[0][f"sum/{part}"] == pytest.approx(ddp[f"sum/{part}"], **TOLERANCE), part
-    # separate learning rates and schedules survived
-    assert [row["lr/actor"] for row in _log(fsdp_dir)] == pytest.approx([row["lr/actor"] for row in _log(ddp_dir)])
-    assert _log(fsdp_dir)[0]["lr/critic"] == pytest.approx(1e-3 * 4 / 5)
-    assert _log(fsdp_dir)[0]["lr/actor"] == pytest.approx(3e-3 * 4 / 5)
+    _assert_same_run_as_ddp(fsdp_dir, ranks[0], ddp_dir, ddp)
 
 
 @pytest.mark.slow
@@ -194,19 +185,7 @@ def test_ppo_fsdp_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted
     _, (straight, ranks) = ddp_and_fsdp
     killed = tmp_path / "killed"
 
-    process = _start(_command(killed, 5, "pause_after_first_save"), killed)
-    deadline = time.monotonic() + TIMEOUT
-    pids = [killed / f"saved-{r}" for r in (0, 1)]
-    while not all(p.exists() for p in pids):
-        assert process.poll() is None, _output(killed)
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"no checkpoint within {TIMEOUT} s")
-        time.sleep(0.5)
-    for pid in pids:
-        os.kill(int(pid.read_text()), signal.SIGKILL)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _kill_after_first_checkpoint(_command(killed, 5, "pause_after_first_save"), killed, TIMEOUT)
     checkpoint = killed / "checkpoint-2"
     assert (checkpoint / MARKER).is_file()
     for part in ("actor", "critic"):  # each rank's shard of the weights and optimizer states

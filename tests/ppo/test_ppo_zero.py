@@ -80,6 +80,37 @@ def _assert_same_updates(log: list[dict], expected: list[dict]) -> None:
         assert [row[name] for row in log] == pytest.approx([row[name] for row in expected], **TOLERANCE), name
 
 
+def _assert_same_run_as_ddp(output_dir: Path, rank: dict, ddp_dir: Path, ddp: dict) -> None:
+    """The sharded run logged DDP's 5 updates and ended with its weights, each model at its own learning
+    rate and schedule (both linear to 0: the first of 5 updates runs at 4/5 of the peak)."""
+    log, ddp_log = _log(output_dir), _log(ddp_dir)
+    assert ddp_log[-1]["step"] == 5
+    _assert_same_updates(log, ddp_log)
+    for part in ("actor", "critic"):
+        assert rank[f"sum/{part}"] == pytest.approx(ddp[f"sum/{part}"], **TOLERANCE), part
+    assert [row["lr/actor"] for row in log] == pytest.approx([row["lr/actor"] for row in ddp_log])
+    assert log[0]["lr/critic"] == pytest.approx(1e-3 * 4 / 5)
+    assert log[0]["lr/actor"] == pytest.approx(3e-3 * 4 / 5)
+
+
+def _kill_after_first_checkpoint(command: list[str], output_dir: Path, timeout: float) -> None:
+    """Start a 2-rank run whose worker pauses after its first checkpoint (conftest.PauseAfterSave), then
+    SIGKILL both ranks and the launcher."""
+    process = _start(command, output_dir)
+    deadline = time.monotonic() + timeout
+    pids = [output_dir / f"saved-{r}" for r in (0, 1)]
+    while not all(p.exists() for p in pids):
+        assert process.poll() is None, _output(output_dir)
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"no checkpoint within {timeout} s")
+        time.sleep(0.5)
+    for pid in pids:
+        os.kill(int(pid.read_text()), signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("ddp")
@@ -100,14 +131,7 @@ def test_ppo_zero_engines_log_the_same_5_updates_as_ddp(tmp_path, ddp_run, confi
         assert (rank["distributed_type"], rank["actor"], rank["critic"], rank["zero_stage"]) == (
             "DEEPSPEED", "DeepSpeedEngine", "DeepSpeedEngine", stage)
         assert rank["ref_sharded"] is (stage == 3)  # a ZeRO-3 inference engine holds a shard; ZeRO-2 a whole copy
-    assert _log(ddp_dir)[-1]["step"] == 5
-    _assert_same_updates(_log(tmp_path), _log(ddp_dir))
-    for part in ("actor", "critic"):
-        assert ranks[0][f"sum/{part}"] == pytest.approx(ddp[f"sum/{part}"], **TOLERANCE), part
-    # separate learning rates survived (both schedules are linear to 0: compare a mid-run value)
-    assert [row["lr/actor"] for row in _log(tmp_path)] == pytest.approx([row["lr/actor"] for row in _log(ddp_dir)])
-    assert _log(tmp_path)[0]["lr/critic"] == pytest.approx(1e-3 * 4 / 5)
-    assert _log(tmp_path)[0]["lr/actor"] == pytest.approx(3e-3 * 4 / 5)
+    _assert_same_run_as_ddp(tmp_path, ranks[0], ddp_dir, ddp)
 
 
 def test_ppo_zero3_gathers_the_actor_once_per_rollout_and_saves_whole_weights(tmp_path):
@@ -126,19 +150,7 @@ def test_ppo_zero3_killed_after_its_first_checkpoint_resumes_to_the_uninterrupte
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     expected = _run("deepspeed_zero3", straight)[0]
 
-    process = _start(_command("deepspeed_zero3", killed, 5, "pause_after_first_save"), killed)
-    deadline = time.monotonic() + 400
-    pids = [killed / f"saved-{r}" for r in (0, 1)]
-    while not all(p.exists() for p in pids):
-        assert process.poll() is None, _output(killed)
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("no checkpoint within 400 s")
-        time.sleep(0.5)
-    for pid in pids:
-        os.kill(int(pid.read_text()), signal.SIGKILL)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _kill_after_first_checkpoint(_command("deepspeed_zero3", killed, 5, "pause_after_first_save"), killed, 400)
     checkpoint = killed / "checkpoint-2"
     assert (checkpoint / MARKER).is_file()
     for part in ("actor", "critic"):  # each rank's shard of the weights and optimizer states

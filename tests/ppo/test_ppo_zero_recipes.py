@@ -11,9 +11,6 @@ compiled: the test checks that none was.
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +20,6 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = str(Path(__file__).with_name("zero_recipe_worker.py"))
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 STEPS, EPOCHS, MINIBATCHES = 2, 2, 2  # recipes/tiny/ppo.yaml: num_ppo_epochs 2, num_mini_batches 2
@@ -36,20 +32,11 @@ def _tiny_ppo(output_dir: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _launch(config: str, argv: list[str], tmp_path: Path, env: dict | None = None) -> list[dict]:
+def _launch(run_deepspeed_launch, config: str, argv: list[str], tmp_path: Path, env: dict | None = None) -> list[dict]:
     record_dir = tmp_path / "records"
     record_dir.mkdir()
-    command = [ACCELERATE, "launch", "--config_file", f"accelerate_configs/{config}", "--num_processes", "2",
-               "--mixed_precision", "no", WORKER, str(record_dir), json.dumps(argv)]
-    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "ACCELERATE_USE_CPU"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=1200)  # minutes on a loaded 2-core machine
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-    assert process.returncode == 0, output[-6000:]
+    run_deepspeed_launch([ACCELERATE, "launch", "--config_file", f"accelerate_configs/{config}", "--num_processes",
+                          "2", "--mixed_precision", "no", WORKER, str(record_dir), json.dumps(argv)], env)
     ranks = [json.loads((record_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank in ranks:
         assert (rank["num_processes"], rank["distributed_type"]) == (2, "DEEPSPEED")
@@ -64,9 +51,9 @@ def _saved_actor_sum(output_dir: Path) -> float:
     return float(sum(p.detach().abs().sum() for p in saved.parameters()))
 
 
-def test_ppo_zero3_offload_recipe_trains_sharded_offloaded_engines_with_torch_adamw(tmp_path):
+def test_ppo_zero3_offload_recipe_trains_sharded_offloaded_engines_with_torch_adamw(tmp_path, run_deepspeed_launch):
     extensions = tmp_path / "torch_extensions"
-    ranks = _launch("deepspeed_zero3_offload.yaml", _tiny_ppo(tmp_path / "ppo"), tmp_path,
+    ranks = _launch(run_deepspeed_launch, "deepspeed_zero3_offload.yaml", _tiny_ppo(tmp_path / "ppo"), tmp_path,
                     env={"TORCH_EXTENSIONS_DIR": str(extensions)})
 
     for rank in ranks:
@@ -82,10 +69,10 @@ def test_ppo_zero3_offload_recipe_trains_sharded_offloaded_engines_with_torch_ad
     assert not info["missing_keys"] and not info["mismatched_keys"], info
 
 
-def test_ppo_zero2_ema_is_updated_after_every_step_and_equal_on_both_ranks(tmp_path):
+def test_ppo_zero2_ema_is_updated_after_every_step_and_equal_on_both_ranks(tmp_path, run_deepspeed_launch):
     # lr 1e-3 instead of the recipe's 5e-5: the EMA then moves far more than float rounding in 8 steps
-    ranks = _launch("deepspeed_zero2.yaml", _tiny_ppo(tmp_path / "ppo", "--ema", "true", "--learning_rate", "1e-3"),
-                    tmp_path)
+    ranks = _launch(run_deepspeed_launch, "deepspeed_zero2.yaml",
+                    _tiny_ppo(tmp_path / "ppo", "--ema", "true", "--learning_rate", "1e-3"), tmp_path)
 
     for rank in ranks:
         assert (rank["zero_stage"], rank["critic_zero_stage"]) == (2, 2)

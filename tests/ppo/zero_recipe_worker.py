@@ -17,6 +17,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "distributed"))
 import cpu_deepspeed  # noqa: E402,F401  (no DeepSpeed op compiled on this CPU machine)
+from conftest import finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines  # noqa: E402
 from rlhf_recipes.ppo import run as ppo_run  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
         })
     with open(os.path.join(record_dir, f"rank{acc.process_index}.json"), "w") as handle:
         json.dump(record, handle)
-    acc.end_training()  # a process group left to interpreter shutdown can abort a rank after its work
+    finish_rank(acc)
 
 
 if __name__ == "__main__":

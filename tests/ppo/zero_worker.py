@@ -14,33 +14,16 @@ first checkpoint, both ranks write their pid to OUTPUT_DIR/saved-<rank> and wait
 import json
 import os
 import sys
-import time
-
-import torch  # noqa: F401  (before transformers, as everywhere)
-from transformers import TrainerCallback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "distributed")]
 import cpu_deepspeed  # noqa: E402,F401  (no DeepSpeed op compiled on this CPU machine)
-from conftest import Tiny  # noqa: E402
+from conftest import PauseAfterSave, Tiny, finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines, rollout  # noqa: E402
 
 output_dir, max_steps = sys.argv[1], int(sys.argv[2])
 mode = sys.argv[3] if len(sys.argv) > 3 else None
-
-
-class PauseAfterSave(TrainerCallback):
-    """Each rank leaves its pid in OUTPUT_DIR/saved-<rank> (torchrun gives every rank its own session, so the
-    test kills the ranks themselves) and waits."""
-
-    def on_save(self, args, state, control, **kwargs):
-        path = os.path.join(output_dir, f"saved-{int(os.environ['RANK'])}")
-        with open(path + ".tmp", "w") as handle:
-            handle.write(str(os.getpid()))
-        os.replace(path + ".tmp", path)
-        time.sleep(600)
-
 
 tiny = Tiny()
 args = tiny.args(output_dir, max_steps=max_steps, per_device_train_batch_size=4, num_mini_batches=2, num_ppo_epochs=2,
@@ -48,7 +31,7 @@ args = tiny.args(output_dir, max_steps=max_steps, per_device_train_batch_size=4,
                  critic_learning_rate=1e-3, resume_from_checkpoint=mode == "resume" or None)
 trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(), reward_model=tiny.value(seed=5),
                      reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(),
-                     callbacks=[PauseAfterSave()] if mode == "pause_after_first_save" else None)
+                     callbacks=[PauseAfterSave(output_dir)] if mode == "pause_after_first_save" else None)
 acc = trainer.accelerator
 assert acc.num_processes == 2, acc.num_processes
 
@@ -98,6 +81,4 @@ record = {
 }
 with open(os.path.join(output_dir, f"rank{acc.process_index}.json"), "w") as handle:
     json.dump(record, handle)
-# a process group left to interpreter shutdown sometimes aborts the rank ("terminate called without an active
-# exception") after all work is done
-acc.end_training()
+finish_rank(acc)

@@ -10,9 +10,6 @@ stage, and a checksum of the gathered actor weights (equal on both ranks when th
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,20 +48,13 @@ def _tiny_override(tiny_models, short_copies, output_dir: Path) -> list[str]:
             "--max_prompt_length", "128", "--response_length", "16"]
 
 
-def test_qwen25_7b_ppo_recipe_runs_two_steps_on_two_zero3_ranks(tiny_models, short_copies, tmp_path):
+def test_qwen25_7b_ppo_recipe_runs_two_steps_on_two_zero3_ranks(tiny_models, short_copies, tmp_path,
+                                                                 run_deepspeed_launch):
     output_dir, probe_dir = tmp_path / "ppo", tmp_path / "probe"
     stages = [["ppo", _tiny_override(tiny_models, short_copies, output_dir)]]
     command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/deepspeed_zero3.yaml", "--num_processes",
                "2", "--mixed_precision", "no", PROBE, str(probe_dir), json.dumps(stages)]
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=1200)  # minutes on a loaded 2-core machine
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-    assert process.returncode == 0, output[-6000:]
+    run_deepspeed_launch(command)
 
     ranks = [json.loads((probe_dir / f"ppo-rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["num_processes"], r["process_index"]) for r in ranks] == [(2, 0), (2, 1)]
