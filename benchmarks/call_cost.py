@@ -17,26 +17,19 @@ Writes benchmarks/results/call_cost.json and .md.
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
+from ppo_vs_trl_real import cpu_model
 from rlhf_recipes.models.generation import logprobs_from_logits
 from rlhf_recipes.models.gguf import resolve_model_path
 from rlhf_recipes.ppo.losses import entropy_from_logits
 from rlhf_recipes.ppo.rollout import response_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def one_call(model, length: int) -> float:

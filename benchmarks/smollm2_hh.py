@@ -256,7 +256,7 @@ def markdown(result: dict) -> str:
             cells = [f"{row[k]:.3f}" if k in row else "" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         for name in [p for p in policies if p not in ("base", "sft")]:
-            if "rm_scores" in policies.get(name, {}) and "rm_scores" in policies.get("sft", {}):
+            if "rm_scores" in policies[name] and "rm_scores" in policies.get("sft", {}):
                 diff = [x - y for x, y in zip(policies[name]["rm_scores"], policies["sft"]["rm_scores"], strict=True)]
                 mean = sum(diff) / len(diff)
                 sem = (sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff)) ** 0.5
