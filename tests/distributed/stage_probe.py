@@ -20,6 +20,7 @@ import torch
 import transformers
 
 import cpu_deepspeed  # noqa: F401  (no DeepSpeed op compiled on this CPU machine)
+from rank_exit import finish_rank
 
 from rlhf_recipes.stages import reward
 from rlhf_recipes.stages import sft
@@ -93,7 +94,7 @@ def main() -> None:
                                        if key in ("engine", "zero_stage")}
         with open(os.path.join(probe_dir, f"{stage}-rank{acc.process_index}.json"), "w") as handle:
             json.dump(record, handle)
-    caught[-1].accelerator.end_training()  # a process group left to shutdown can abort a rank after its work
+    finish_rank(caught[-1].accelerator)
 
 
 if __name__ == "__main__":

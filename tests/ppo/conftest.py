@@ -5,7 +5,6 @@ They run tiny models on a shared 2-core box: one intra-op thread avoids oversubs
 """
 
 import os
-import sys
 import time
 
 import pytest
@@ -80,13 +79,3 @@ class PauseAfterSave(TrainerCallback):
         os.replace(path + ".tmp", path)
         time.sleep(600)
 
-
-def finish_rank(accelerator) -> None:
-    """End a multi-rank worker with exit status 0 once every rank has written its record. Interpreter shutdown
-    (with or without `end_training()`) sometimes aborts a ZeRO-3-offload rank after all its work ("terminate
-    called without an active exception": a native thread still joinable), which fails the launch of a complete
-    run; skipping shutdown keeps these tests on what they check."""
-    accelerator.wait_for_everyone()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -23,9 +23,10 @@ from torch.distributed.fsdp._fully_shard import _fsdp_param_group
 from torch.distributed.tensor import DTensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE]
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "distributed")]
 import cpu_fsdp  # noqa: E402,F401  (accelerate's FSDP2 path on CPUs)
-from conftest import PauseAfterSave, Tiny, finish_rank  # noqa: E402
+from conftest import PauseAfterSave, Tiny  # noqa: E402
+from rank_exit import finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines, rollout  # noqa: E402
 

@@ -17,7 +17,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "distributed"))
 import cpu_deepspeed  # noqa: E402,F401  (no DeepSpeed op compiled on this CPU machine)
-from conftest import finish_rank  # noqa: E402
+from rank_exit import finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines  # noqa: E402
 from rlhf_recipes.ppo import run as ppo_run  # noqa: E402

@@ -18,7 +18,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "distributed")]
 import cpu_deepspeed  # noqa: E402,F401  (no DeepSpeed op compiled on this CPU machine)
-from conftest import PauseAfterSave, Tiny, finish_rank  # noqa: E402
+from conftest import PauseAfterSave, Tiny  # noqa: E402
+from rank_exit import finish_rank  # noqa: E402
 
 from rlhf_recipes.ppo import PPOTrainer, engines, rollout  # noqa: E402
 
