@@ -8,12 +8,13 @@
   per-token penalty `-kl_coef * kl_t`. `state.kl_coef` is the coefficient's only home: the KL
   callback sets it from `args.kl_coef` when training begins, and checkpoints keep it.
 - `compute_extra_actor_loss(args, state, control, model, micro_step, num_micro_steps,
-  process_index, num_processes, **kwargs)`: once per actor microbatch, before backward.
+  process_index, num_processes, **kwargs)`: once per actor microbatch of the configured size
+  (`gradient_accumulation_steps` per minibatch, also where the trainer packs their rows into fewer passes).
   Return None or a dict `{name: (coef, loss)}`; the trainer adds `coef * loss` to the actor
   loss (skipped when coef is 0), backpropagates it with the PPO loss, and logs the mean of
   `loss` as `loss/<name>`. `model` is the unwrapped actor: its gradients still reach DDP's
   all-reduce because the sum is backpropagated once, with the PPO term that went through the
-  wrapper. `micro_step` counts microbatches in this update (0 .. num_micro_steps - 1).
+  wrapper. `micro_step` counts those microbatches in this update (each of 0 .. num_micro_steps - 1 once).
 
 Every rank must run the same collectives in these events (or none).
 """

@@ -554,12 +554,16 @@ class PPOTrainer:
         and FSDP `gradient_accumulation_steps` of them (the engines and collectives count calls), otherwise
         packed into as few as fit in that many untrimmed ones. The minibatch's loss and per-token metrics are
         means over all of its response tokens: each microbatch's per-token means are weighted by its share of
-        them, so the gradients do not depend on how the rows are grouped. Extra actor losses (ptx) are means
-        over the microbatches."""
+        them, so the gradients do not depend on how the rows are grouped. Extra actor losses (ptx) take one batch
+        per microbatch of the user's size, `gradient_accumulation_steps` per minibatch, also when its rows are
+        packed into fewer: a packed chunk stands for some of those microbatches and computes the extra losses of
+        each (`_extra_backward`), so which ptx rows an update reads and how they are weighted do not depend on
+        packing either. The minibatch's extra loss is their mean."""
         args = self.args
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self.state.global_step)
         batch = rollout.responses.shape[0]
-        num_micro = args.num_ppo_epochs * args.num_mini_batches * args.gradient_accumulation_steps
+        accumulation = args.gradient_accumulation_steps
+        num_micro = args.num_ppo_epochs * args.num_mini_batches * accumulation
         pack = not (self.zero_stage or self.fsdp)
         keep_only = supports_logits_to_keep(self.unwrapped_actor)
         sums: dict[str, torch.Tensor] = {}
@@ -577,15 +581,21 @@ class PPOTrainer:
                 for index, chunk in enumerate(parts):
                     last = index == len(parts) - 1
                     share = float(tokens[chunk.rows].sum()) / total
+                    # the user-sized microbatches this chunk stands for (one each when nothing is packed)
+                    stands_for = range(micro_step + index * accumulation // len(parts),
+                                       micro_step + (index + 1) * accumulation // len(parts))
                     with self._gradient_sync(last):
-                        terms = self._micro_losses(rollout, experience, chunk, share, len(parts), keep_only,
-                                                   micro_step, num_micro)
+                        for step in stands_for[:-1]:
+                            for name, value in self._extra_backward(step, num_micro).items():
+                                sums[name] = sums.get(name, 0.0) + value
+                        terms = self._micro_losses(rollout, experience, chunk, share, keep_only,
+                                                   stands_for[-1], num_micro)
                         for name, value in terms.items():
                             if "/" in name:
                                 sums[name] = sums.get(name, 0.0) + value.detach()
                         if not self._backward_and_step(terms, last):
                             return None
-                    micro_step += 1
+                micro_step += accumulation
         steps = args.num_ppo_epochs * args.num_mini_batches
         return {name: value / steps for name, value in sums.items()}
 
@@ -619,10 +629,32 @@ class PPOTrainer:
             self._update_ema()
         return ok
 
-    def _micro_losses(self, rollout, experience, chunk, share, num_chunks, keep_only, micro_step, num_micro) -> dict:
-        """Losses and metrics of one of a minibatch's `num_chunks` microbatches: its per-token means times its
-        `share` of the minibatch's response tokens, extra losses over `num_chunks` (see `_update`). The losses
-        are then multiplied by the accumulation steps that accelerate and DeepSpeed divide by."""
+    def _extra_losses(self, micro_step: int, num_micro: int) -> dict:
+        """The callbacks' extra actor losses of one user-sized microbatch, `{name: (coef, loss)}`."""
+        return self.callback_handler.compute_extra_actor_loss(
+            self.args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step,
+            num_micro_steps=num_micro, process_index=self.accelerator.process_index,
+            num_processes=self.accelerator.num_processes,
+        )
+
+    def _extra_backward(self, micro_step: int, num_micro: int) -> dict:
+        """Backward of the extra losses of a microbatch that a packed chunk stands for besides its own
+        (`_update`), one batch's activations at a time; returns their metrics. It runs before the chunk's forward
+        through the DDP wrapper (which would take this backward for its all-reduce) and without gradient sync:
+        the chunk's own backward all-reduces everything accumulated."""
+        extra = self._extra_losses(micro_step, num_micro)
+        loss = sum(coef * term for coef, term in extra.values() if coef)
+        if torch.is_tensor(loss):  # scaled like `_micro_losses`: coef * term / accumulation after accelerate
+            with self.accelerator.no_sync(self.actor):
+                self.accelerator.backward(loss)
+        return {f"loss/{name}": term.detach() / self.args.gradient_accumulation_steps
+                for name, (_, term) in extra.items()}
+
+    def _micro_losses(self, rollout, experience, chunk, share, keep_only, micro_step, num_micro) -> dict:
+        """Losses and metrics of one of a minibatch's chunks: its per-token means times its `share` of the
+        minibatch's response tokens, plus the extra losses of user-sized microbatch `micro_step` over the
+        `gradient_accumulation_steps` of them (see `_update`). The losses are then multiplied by the accumulation
+        steps that accelerate and DeepSpeed divide by."""
         args = self.args
         width = chunk.response_width
         mask = chunk.response(rollout.response_mask).float()
@@ -639,12 +671,9 @@ class PPOTrainer:
         vf_loss, vf_clipfrac = (share * term for term in value_loss(
             values, chunk.response(rollout.values), chunk.response(experience.returns), mask, args.cliprange_value
         ))
-        extra = self.callback_handler.compute_extra_actor_loss(
-            args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step, num_micro_steps=num_micro,
-            process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
-        )
+        extra = self._extra_losses(micro_step, num_micro)
         scale = args.gradient_accumulation_steps
-        actor_loss = scale * (pg_loss + sum(coef * term for coef, term in extra.values() if coef) / num_chunks)
+        actor_loss = scale * pg_loss + sum(coef * term for coef, term in extra.values() if coef)
         critic_loss = scale * args.vf_coef * vf_loss
         with torch.no_grad():
             entropy = share * masked_mean(entropy_from_logits(logits), mask)
@@ -660,7 +689,7 @@ class PPOTrainer:
             "policy/entropy": entropy,
             "val/clipfrac": vf_clipfrac,
             "val/ratio": ratio,
-            **{f"loss/{name}": term / num_chunks for name, (_, term) in extra.items()},
+            **{f"loss/{name}": term / scale for name, (_, term) in extra.items()},
         }
 
     def _optimizer_step(self) -> bool:

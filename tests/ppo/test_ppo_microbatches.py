@@ -3,13 +3,14 @@ token kept, and the same rollout passes, gradients and metrics as the untrimmed,
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import OPTForSequenceClassification
 
 from rlhf_recipes.models import build_byte_tokenizer
 from rlhf_recipes.models.generation import SamplingConfig, left_pad, logprobs_from_logits
-from rlhf_recipes.ppo import PPOTrainer, microbatches
+from rlhf_recipes.ppo import PPOTrainer, PtxCallback, microbatches
 from rlhf_recipes.ppo.experience import make_experience
-from rlhf_recipes.ppo.losses import entropy_from_logits, masked_mean, policy_loss, value_loss
+from rlhf_recipes.ppo.losses import entropy_from_logits, masked_mean, policy_loss, ptx_loss, value_loss
 from rlhf_recipes.ppo.rollout import Rollout, ValueModel, collect_rollout, response_logits
 from rlhf_recipes.ppo.scoring import RewardScorer
 
@@ -132,7 +133,8 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
                                                                                       pack, sizes):
     # one minibatch of 8 rows, gradient_accumulation_steps 4: grouped by length and cut to their real columns,
     # packed into as few chunks as fit in the 2 x 18 positions of two untrimmed rows (lengths 14 12 | 10 9 8 |
-    # 7 5 5), or in 4 microbatches of 2 (DeepSpeed and FSDP launches); the ptx-free loss has the same gradients
+    # 7 5 5), or in 4 microbatches of 2 (DeepSpeed and FSDP launches); the loss has the same gradients, and
+    # PPO-ptx reads one ptx batch per microbatch of 2 rows (4 of them) however many chunks there are
     seen_sizes = []
     real_chunks = microbatches.chunks
 
@@ -145,8 +147,19 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
     args = tiny.args(tmp_path, per_device_train_batch_size=8, num_mini_batches=1, gradient_accumulation_steps=4,
                      num_ppo_epochs=1, temperature=0.7, max_prompt_length=12, response_length=6, vf_coef=0.3,
                      cliprange=0.1, cliprange_value=0.05, max_grad_norm=1e9)
+    ptx = PtxCallback(Dataset.from_list([{"text": t} for t in ("yes no yes", "a b c d x", "x y", "no no", "c d a b",
+                                                                "y y x", "b a", "d c b a yes")]), 0.5)
     trainer = PPOTrainer(args, tiny.tokenizer, tiny.policy(), value_model=tiny.value(),
-                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset())
+                         reward_funcs=[tiny.reward_yes], train_dataset=tiny.dataset(), callbacks=[ptx])
+    ptx.on_train_begin(args, trainer.state, trainer.control, processing_class=tiny.tokenizer)  # what train() does
+    ptx_steps = []
+    real_extra = ptx.compute_extra_actor_loss
+
+    def recorded_extra(*args, **event):
+        ptx_steps.append(event["micro_step"])
+        return real_extra(*args, **event)
+
+    ptx.compute_extra_actor_loss = recorded_extra
     actor, critic = trainer.unwrapped_actor, trainer.unwrapped_critic
     prompt_ids, prompt_mask, responses, response_mask = padded_batch(tiny, PROMPT_LENGTHS, RESPONSE_LENGTHS)
     ids, attention = torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1)
@@ -172,9 +185,15 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
     vf_loss, vf_clipfrac = value_loss(values, old_values, experience.returns, mask, args.cliprange_value)
     params = {name: trainer._trainable[name] for name in ("actor", "critic")}
     flat = [p for group in params.values() for p in group]
-    expected_grads = torch.autograd.grad(pg_loss + args.vf_coef * vf_loss, flat)
+    ptx_losses = []
+    for step in range(4):
+        event = {"micro_step": step, "num_micro_steps": 4, "process_index": 0, "num_processes": 1}
+        ptx_ids, ptx_mask = ptx._batch(args, trainer.state, event, tiny.tokenizer.pad_token_id, "cpu")
+        ptx_losses.append(ptx_loss(actor(input_ids=ptx_ids, attention_mask=ptx_mask).logits.float(), ptx_ids, ptx_mask))
+    mean_ptx = sum(ptx_losses) / 4
+    expected_grads = torch.autograd.grad(pg_loss + args.vf_coef * vf_loss + 0.5 * mean_ptx, flat)
     with torch.no_grad():
-        expected = {"loss/policy": pg_loss, "loss/value": vf_loss, "policy/approxkl": approxkl,
+        expected = {"loss/policy": pg_loss, "loss/value": vf_loss, "loss/ptx": mean_ptx, "policy/approxkl": approxkl,
                     "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
                     "policy/entropy": masked_mean(entropy_from_logits(logits), mask),
                     "val/ratio": masked_mean(torch.exp(logprobs - old_logprobs), mask)}
@@ -190,6 +209,7 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
     trainer._optimizer_step = record_then_step
     metrics = trainer._update(rollout, experience)
     assert seen_sizes == sizes and len(seen) == 1
+    assert sorted(ptx_steps) == [0, 1, 2, 3]
     for got, want in zip(seen[0], expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert set(metrics) == set(expected)
