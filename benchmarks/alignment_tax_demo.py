@@ -25,17 +25,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 GOLD = ("greedy_accuracy", "sampled_accuracy", "sampled_repetition", "kl_to_sft")
-
-
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def heldout_corpus(run_dir: Path, seed: int, count: int) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from ppo_vs_trl_real import cpu_model
+from _machine import cpu_model
 from rlhf_recipes.models.generation import logprobs_from_logits
 from rlhf_recipes.models.gguf import resolve_model_path
 from rlhf_recipes.ppo.losses import entropy_from_logits

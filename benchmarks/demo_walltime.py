@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,15 +37,6 @@ METRICS = ("greedy_accuracy", "greedy_accuracy_hard", "sampled_accuracy", "sampl
            "kl_to_sft")
 CURRENT = "current"
 BASELINE = "baseline"
-
-
-def cpu_model() -> str:
-    """`lscpu`'s model name (the CPU the times were measured on), or what `platform` knows."""
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def git_revision(tree: Path) -> str:

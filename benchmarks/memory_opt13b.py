@@ -32,7 +32,6 @@ Writes benchmarks/results/memory_opt13b.json and memory_opt13b.md.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from _machine import cpu_model
 
 GIB = 1024**3
 HERE = Path(__file__).resolve().parent
@@ -350,8 +350,7 @@ def main() -> None:
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     results = {
         "environment": {"date": time.strftime("%Y-%m-%d %H:%M %Z"),
                         "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores, {available_gib():.0f} GiB RAM available",

@@ -51,6 +51,7 @@ import torch
 import transformers
 
 from rlhf_recipes.models import build_byte_tokenizer, build_tiny_model
+from _machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 TRL_PYTHON = HERE / ".venv-trl111" / "bin" / "python"
@@ -229,8 +230,7 @@ def trl_versions() -> dict:
 def environment() -> dict:
     import trl
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores visible, {platform.system()}",

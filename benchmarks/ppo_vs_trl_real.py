@@ -50,6 +50,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 import ppo_vs_trl as base
 from rlhf_recipes.data.adapters import DropRow, hh_rlhf
 from rlhf_recipes.models.gguf import resolve_model_path
+from _machine import cpu_model
 
 HH_TEST = base.HERE.parent.parent / "shared" / "data" / "hh_rlhf_helpful_base_test_sample.jsonl"
 VARIANTS = ("ours", "trl_gc_neutralised", "trl_shipped")
@@ -210,11 +211,6 @@ def check_update_count(variant: str, result: dict, updates: int) -> None:
 def cpu_has_native_bf16() -> bool:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_model() -> str:
-    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), "unknown CPU")
 
 
 def markdown(results: dict) -> str:

@@ -27,7 +27,6 @@ Writes benchmarks/results/ppo_zero_memory.json and .md.
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -173,13 +173,6 @@ def estimate_7b(counts: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
 
 def _rank_spread(row: dict, key: str) -> float:
     a, b = (r[key] for r in row["per_rank"])
@@ -341,7 +334,7 @@ def main() -> None:
         raise SystemExit("every variant failed")
     policy_numel = next(iter(rows.values()))["held_rank0"]["actor"]["numel"]
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_before": load_before, "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "model": SMOKE_MODEL if args.smoke else MODEL, "ppo": PPO, "parameters_per_model": policy_numel,
         "variants": rows, "failed": failed, "collected_from": args.collect,

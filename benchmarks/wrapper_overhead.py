@@ -26,7 +26,6 @@ Writes benchmarks/results/wrapper_overhead.json and wrapper_overhead.md.
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -35,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("sft", "reward")
@@ -154,8 +154,7 @@ def main() -> None:
     import transformers
     import trl
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     results = {
         "environment": {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores",
                         "trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
