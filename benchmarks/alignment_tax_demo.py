@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent

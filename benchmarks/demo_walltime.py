@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent

@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
 from _machine import cpu_model
 
 GIB = 1024**3

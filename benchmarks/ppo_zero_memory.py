@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from _machine import cpu_model
 
 HERE = Path(__file__).resolve().parent

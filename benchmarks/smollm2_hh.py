@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
