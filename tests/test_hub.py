@@ -67,7 +67,8 @@ def _reward_args(tmp_path, output_dir, argv_extra=()):
     model_args = ModelArguments(model_name_or_path="runs/x/sft", use_peft=True, lora_r=8)
     data_args = DataArguments(dataset_name="Dahoas/rm-static", data_split="2,4,4", eval_split_size=0.1)
     training_args = RewardConfig(output_dir=str(output_dir), use_cpu=True, bf16=False, learning_rate=5e-6,
-                                 per_device_train_batch_size=4, gradient_accumulation_steps=2, report_to="none")
+                                 per_device_train_batch_size=4, gradient_accumulation_steps=2, report_to="none",
+                                 activation_checkpointing=False)
     return model_args, data_args, training_args, argv
 
 
@@ -139,7 +140,8 @@ def test_finish_with_push_uploads_model_tokenizer_and_card_without_checkpoints(t
 
 def test_repo_name_defaults_to_output_dir_name(tmp_path, hub_calls):
     output_dir = tmp_path / "opt-sft"
-    training_args = SFTConfig(output_dir=str(output_dir), use_cpu=True, bf16=False, push_to_hub=True, report_to="none")
+    training_args = SFTConfig(output_dir=str(output_dir), use_cpu=True, bf16=False, push_to_hub=True, report_to="none",
+                              activation_checkpointing=False)
     model_args = ModelArguments(model_name_or_path="tiny:opt")
     finish_and_push("sft", model_args, DataArguments(dataset_name="data.jsonl"), training_args, [])
     assert hub_calls["create_repo"][0]["repo_id"] == "opt-sft"
