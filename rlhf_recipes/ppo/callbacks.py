@@ -11,10 +11,11 @@
   process_index, num_processes, **kwargs)`: once per actor microbatch of the configured size
   (`gradient_accumulation_steps` per minibatch, also where the trainer packs their rows into fewer passes).
   Return None or a dict `{name: (coef, loss)}`; the trainer adds `coef * loss` to the actor
-  loss (skipped when coef is 0), backpropagates it with the PPO loss, and logs the mean of
-  `loss` as `loss/<name>`. `model` is the unwrapped actor: its gradients still reach DDP's
-  all-reduce because the sum is backpropagated once, with the PPO term that went through the
-  wrapper. `micro_step` counts those microbatches in this update (each of 0 .. num_micro_steps - 1 once).
+  loss (skipped when coef is 0), backpropagates it with the PPO loss (or, for a microbatch packed
+  with others, just before their pass), and logs the mean of `loss` as `loss/<name>`. `model` is
+  the unwrapped actor: its gradients still reach DDP's all-reduce, which reduces everything
+  accumulated up to the minibatch's last backward through the wrapper. `micro_step` counts those
+  microbatches in this update (each of 0 .. num_micro_steps - 1 once).
 
 Every rank must run the same collectives in these events (or none).
 """

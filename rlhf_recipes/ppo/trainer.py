@@ -639,7 +639,8 @@ class PPOTrainer:
 
     def _extra_backward(self, micro_step: int, num_micro: int) -> dict:
         """Backward of the extra losses of a microbatch that a packed chunk stands for besides its own
-        (`_update`), one batch's activations at a time; returns their metrics. It runs before the chunk's forward
+        (`_update`; unsharded launches only, the others do not pack), one batch's activations at a time; returns
+        their metrics. It runs before the chunk's forward
         through the DDP wrapper (which would take this backward for its all-reduce) and without gradient sync:
         the chunk's own backward all-reduces everything accumulated."""
         extra = self._extra_losses(micro_step, num_micro)

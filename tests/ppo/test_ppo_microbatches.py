@@ -155,9 +155,9 @@ def test_update_gives_the_gradients_and_metrics_of_the_untrimmed_ungrouped_minib
     ptx_steps = []
     real_extra = ptx.compute_extra_actor_loss
 
-    def recorded_extra(*args, **event):
+    def recorded_extra(*positional, **event):
         ptx_steps.append(event["micro_step"])
-        return real_extra(*args, **event)
+        return real_extra(*positional, **event)
 
     ptx.compute_extra_actor_loss = recorded_extra
     actor, critic = trainer.unwrapped_actor, trainer.unwrapped_critic
