@@ -629,27 +629,30 @@ class PPOTrainer:
             self._update_ema()
         return ok
 
-    def _extra_losses(self, micro_step: int, num_micro: int) -> dict:
-        """The callbacks' extra actor losses of one user-sized microbatch, `{name: (coef, loss)}`."""
-        return self.callback_handler.compute_extra_actor_loss(
+    def _extra_terms(self, micro_step: int, num_micro: int) -> tuple:
+        """The callbacks' extra actor losses of one user-sized microbatch: (the sum of coef * loss, 0 when every
+        coef is 0; their metrics `loss/<name>`, each a mean's share over the `gradient_accumulation_steps`
+        microbatches of a minibatch). The loss is weighted like `_micro_losses`' PPO term, which accelerate and
+        DeepSpeed divide by the accumulation steps."""
+        extra = self.callback_handler.compute_extra_actor_loss(
             self.args, self.state, self.control, self.unwrapped_actor, micro_step=micro_step,
             num_micro_steps=num_micro, process_index=self.accelerator.process_index,
             num_processes=self.accelerator.num_processes,
         )
+        loss = sum(coef * term for coef, term in extra.values() if coef)
+        metrics = {f"loss/{name}": term / self.args.gradient_accumulation_steps for name, (_, term) in extra.items()}
+        return loss, metrics
 
     def _extra_backward(self, micro_step: int, num_micro: int) -> dict:
-        """Backward of the extra losses of a microbatch that a packed chunk stands for besides its own
-        (`_update`; unsharded launches only, the others do not pack), one batch's activations at a time; returns
-        their metrics. It runs before the chunk's forward
-        through the DDP wrapper (which would take this backward for its all-reduce) and without gradient sync:
-        the chunk's own backward all-reduces everything accumulated."""
-        extra = self._extra_losses(micro_step, num_micro)
-        loss = sum(coef * term for coef, term in extra.values() if coef)
-        if torch.is_tensor(loss):  # scaled like `_micro_losses`: coef * term / accumulation after accelerate
+        """Backward of the extra losses of a microbatch that a packed chunk stands for besides its own (`_update`;
+        unsharded launches only, the others do not pack), one batch's activations at a time; returns their
+        metrics. It runs before the chunk's forward through the DDP wrapper (which would take this backward for
+        its all-reduce) and without gradient sync: the chunk's own backward all-reduces everything accumulated."""
+        loss, metrics = self._extra_terms(micro_step, num_micro)
+        if torch.is_tensor(loss):
             with self.accelerator.no_sync(self.actor):
                 self.accelerator.backward(loss)
-        return {f"loss/{name}": term.detach() / self.args.gradient_accumulation_steps
-                for name, (_, term) in extra.items()}
+        return {name: value.detach() for name, value in metrics.items()}
 
     def _micro_losses(self, rollout, experience, chunk, share, keep_only, micro_step, num_micro) -> dict:
         """Losses and metrics of one of a minibatch's chunks: its per-token means times its `share` of the
@@ -672,9 +675,9 @@ class PPOTrainer:
         vf_loss, vf_clipfrac = (share * term for term in value_loss(
             values, chunk.response(rollout.values), chunk.response(experience.returns), mask, args.cliprange_value
         ))
-        extra = self._extra_losses(micro_step, num_micro)
+        extra_loss, extra_metrics = self._extra_terms(micro_step, num_micro)
         scale = args.gradient_accumulation_steps
-        actor_loss = scale * pg_loss + sum(coef * term for coef, term in extra.values() if coef)
+        actor_loss = scale * pg_loss + extra_loss
         critic_loss = scale * args.vf_coef * vf_loss
         with torch.no_grad():
             entropy = share * masked_mean(entropy_from_logits(logits), mask)
@@ -690,7 +693,7 @@ class PPOTrainer:
             "policy/entropy": entropy,
             "val/clipfrac": vf_clipfrac,
             "val/ratio": ratio,
-            **{f"loss/{name}": term / scale for name, (_, term) in extra.items()},
+            **extra_metrics,
         }
 
     def _optimizer_step(self) -> bool:
